@@ -66,7 +66,7 @@ _SPLITTER = 134217729.0  # 2**27 + 1, Dekker's constant for exact products
 # Y(h+u) - Y(h-u) would lose up to -log10(u) digits.
 _SMALL_U = 0.01
 _SMALL_H = 3.0
-_MAX_ITER = 12
+_MAX_ITER = 40
 
 
 @njit(cache=True, inline="always")
@@ -164,64 +164,92 @@ def _normal_quantile_approx(p: float) -> float:
 
 
 @njit(cache=True)
-def _guess_low(x: float, beta: float, s_c: float) -> float:
-    """Initial s below the inflection point, from the large-|h| asymptote of b.
+def _guess_low(x: float, beta: float, s_c: float, b_c: float) -> float:
+    """Initial s below the inflection point s_c = sqrt(2|x|).
 
-    b ~ phi(h) e^{-u^2/2} 2u / (h^2 - u^2) for h -> -inf. Writing E = -ln(beta) + ln P(s),
-    ln P = ln(2u / (sqrt(2 pi) (h^2 - u^2))), the exponent x^2/s^2 + s^2/4 = 2E is a quadratic
-    in s^2 whose smaller root is taken; two fixed-point rounds update P.
+    Deep out of the money (large |h|) the asymptote b ~ phi(h) e^{-u^2/2} 2u / (h^2 - u^2)
+    gives s from a quadratic in s^2 (two fixed-point rounds for the prefactor). Nearer the
+    money, ln b is modelled as -x^2/(2 s^2) + B ln(s / s_c) + const, exact in value and slope at
+    s_c and with the exact leading behaviour as s -> 0; a few Newton steps solve it.
     """
-    neg_log_beta = -math.log(beta)
+    log_beta = math.log(beta)
     x2 = x * x
-    ax = -x
+    # asymptotic branch
     s = s_c
-    e = neg_log_beta
+    e = -log_beta
     for _ in range(3):
         disc = 4.0 * e * e - x2
         if disc <= 0.0 or e <= 0.0:
             s = s_c
-        else:
-            s = math.sqrt(2.0 * x2 / (2.0 * e + math.sqrt(disc)))
+            break
+        s = math.sqrt(2.0 * x2 / (2.0 * e + math.sqrt(disc)))
         if s >= s_c:
             s = s_c
             break
         h = x / s
         u = 0.5 * s
-        p = 2.0 * u * _INV_SQRT_2PI / (h * h - u * u)
-        e = neg_log_beta + math.log(p)
-        if e < 0.5 * ax:
-            e = 0.5 * ax
+        e = -log_beta + math.log(2.0 * u * _INV_SQRT_2PI / (h * h - u * u))
+    if -x >= 4.0 * s:
+        return s
+    # near-the-money branch
+    bprime = _INV_SQRT_2PI * math.exp(-0.5 * (x2 / (s_c * s_c) + 0.25 * s_c * s_c))
+    slope_b = s_c * bprime / b_c - x2 / (s_c * s_c)
+    rhs = log_beta - math.log(b_c) - x2 / (2.0 * s_c * s_c)
+    s = s_c
+    for _ in range(8):
+        f = -x2 / (2.0 * s * s) + slope_b * math.log(s / s_c) - rhs
+        fp = x2 / (s * s * s) + slope_b / s
+        s_new = s - f / fp
+        if s_new <= 0.0:
+            s_new = 0.25 * s
+        if abs(s_new - s) <= 1e-4 * s:
+            return s_new
+        s = s_new
     return s
 
 
+@njit(cache=True, inline="always")
+def _log_ratio(f: float, k: float) -> float:
+    """ln(f / k) to a few ulps *relative*: f - k is exact when k/2 <= f <= 2k (Sterbenz)."""
+    if 0.5 * k <= f <= 2.0 * k:
+        return math.log1p((f - k) / k)
+    return math.log(f / k)
+
+
 @njit(cache=True)
-def _solve_normalised(beta: float, x: float) -> tuple[float, int]:
+def _solve_normalised(beta: float, x: float) -> tuple[float, int, int]:
     """Solve b(x, s) = beta for s, given x <= 0 and 0 < beta < e^{x/2}."""
     b_max = math.exp(0.5 * x)
     s_c = math.sqrt(-2.0 * x)
     b_c = 0.5 * b_max - 0.5 * math.exp(-0.5 * x) * math.erfc(math.sqrt(-x))
     x2 = x * x
-    low = beta <= b_c
-    if low:
+    # The guess (and bracket) follow the branch of beta relative to b(x, s_c); the objective
+    # follows beta relative to b_max / 2: ln b while b is the smaller of b and c = b_max - b,
+    # ln c otherwise, so that the objective is never the log of a number close to 1.
+    if beta <= b_c:
         lo = 0.0
         hi = s_c
-        target = math.log(beta)
-        s = _guess_low(x, beta, s_c)
+        s = _guess_low(x, beta, s_c, b_c)
     else:
         lo = s_c
         hi = math.inf
-        c_beta = b_max - beta
-        target = math.log(c_beta)
-        p = c_beta / (b_max + 1.0 / b_max)
-        if p >= 0.5:
-            s = s_c if s_c > 0.0 else 1e-8
+        # c = b_max - beta ~ (b_max + 1/b_max) N(-s/2) once s >> |x| (exact at x = 0)
+        p = (b_max - beta) / (b_max + 1.0 / b_max)
+        if p > 0.4:
+            # inverse normal series about 1/2 (Abramowitz & Stegun 26.2.x): accurate for small s
+            q = 0.5 - p
+            a = 2.5066282746310002 * q  # sqrt(2 pi) q
+            a2 = a * a
+            s = 2.0 * a * (1.0 + a2 * (1.0 / 6.0 + a2 * (7.0 / 120.0 + a2 * (127.0 / 5040.0))))
         else:
-            s = 2.0 * -_normal_quantile_approx(p)
+            s = -2.0 * _normal_quantile_approx(p)
         if s < s_c:
             s = s_c
     if s <= 0.0:
         s = 0.5 * s_c if s_c > 0.0 else 1e-8
-    for _ in range(_MAX_ITER):
+    low = beta <= 0.5 * b_max
+    target = math.log(beta) if low else math.log(b_max - beta)
+    for it in range(1, _MAX_ITER + 1):
         bprime = _INV_SQRT_2PI * math.exp(-0.5 * (x2 / (s * s) + 0.25 * s * s))
         if low:
             value = normalised_otm_call(x, s)
@@ -248,7 +276,7 @@ def _solve_normalised(beta: float, x: float) -> tuple[float, int]:
             else:
                 hi = s
         if f == 0.0:
-            return s, OK
+            return s, OK, it
         r = x2 / (s * s * s) - 0.25 * s
         r2 = r * r - 3.0 * x2 / (s * s * s * s) - 0.25
         nu = -f / q1
@@ -256,21 +284,21 @@ def _solve_normalised(beta: float, x: float) -> tuple[float, int]:
         g2 = r2 - 3.0 * q1 * r + 2.0 * q1 * q1
         den = 1.0 + g1 * nu + g2 * nu * nu / 6.0
         step = nu
+        quartic = False
         if den > 0.0:
-            halley = nu * (1.0 + 0.5 * g1 * nu) / den
-            if abs(halley) <= 2.0 * abs(nu) and halley * nu > 0.0:
-                step = halley
+            householder = nu * (1.0 + 0.5 * g1 * nu) / den
+            if abs(householder) <= 2.0 * abs(nu) and householder * nu > 0.0:
+                step = householder
+                quartic = True
         s_new = s + step
+        if abs(step) <= (1e-7 if quartic else 1e-15) * s:
+            # quartic convergence: the error left after this step is far below an ulp
+            return s_new, OK, it
         if not (lo < s_new < hi) or not math.isfinite(s_new):
-            # safeguard: bisect the bracket (geometric when the upper end is open)
+            # safeguard: bisect the bracket (doubling when the upper end is open)
             s_new = 0.5 * (lo + hi) if math.isfinite(hi) else 2.0 * s
-        if abs(s_new - s) <= 4e-16 * s_new:
-            return s_new, OK
-        done = abs(step) <= 1e-7 * s
         s = s_new
-        if done:
-            return s, OK
-    return s, NOT_CONVERGED
+    return s, NOT_CONVERGED, _MAX_ITER
 
 
 @njit(cache=True)
@@ -289,7 +317,7 @@ def _implied_one(
         return math.nan, INVALID_INPUT
     if t <= 0.0:
         return math.nan, EXPIRED
-    x = math.log(f / k)
+    x = _log_ratio(f, k)
     # map to an out-of-the-money call with x <= 0
     y = x if is_call else -x
     p = price / d
@@ -309,7 +337,7 @@ def _implied_one(
     xo = -abs(x)
     if beta >= math.exp(0.5 * xo):
         return math.nan, ABOVE_MAXIMUM
-    s, status = _solve_normalised(beta, xo)
+    s, status, _ = _solve_normalised(beta, xo)
     return s / math.sqrt(t), status
 
 
@@ -347,7 +375,7 @@ def _price_one(f: float, k: float, t: float, vol: float, is_call: bool, d: float
     intrinsic = max(f - k, 0.0) if is_call else max(k - f, 0.0)
     if t <= 0.0 or vol == 0.0:
         return d * intrinsic
-    x = math.log(f / k)
+    x = _log_ratio(f, k)
     s = vol * math.sqrt(t)
     return d * (intrinsic + math.sqrt(f * k) * normalised_otm_call(-abs(x), s))
 

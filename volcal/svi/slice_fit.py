@@ -1,0 +1,394 @@
+"""Calibration of one raw SVI smile, free of butterfly (and calendar) arbitrage.
+
+Method
+------
+1. **Quasi-explicit search** (Zeliade Systems 2009). For fixed ``(m, sigma)`` the smile is
+   linear in ``(a, u, v)`` (see :mod:`volcal.svi._kernels`) and the bid/ask-aware objective in
+   total variance is minimised exactly over Zeliade's box (``0 <= a <= max w``) tightened by
+   Lee's bound ``b (1 +- rho) <= 2``. The outer problem in ``(m, ln sigma)`` is solved by a
+   grid scan followed by SciPy's bounded Nelder-Mead on the exact implied-vol objective.
+2. **Constrained polish.** The conditions of no static arbitrage are constraints of the
+   problem: ``g(k) >= g_margin`` (Gatheral & Jacquier 2014, eq. 2.1) and ``w(k) > 0`` on the
+   grid of :func:`volcal.svi.grids.slice_grid`, Lee's wing bound, and, given the previous
+   (shorter) expiry's smile, ``w(k) >= w_prev(k)`` on the union of both grids with wing slopes
+   at least the previous ones (no calendar spread arbitrage, also as ``|k| -> inf``). When the
+   quasi-explicit optimum satisfies them it is the constrained optimum; otherwise (or when
+   ``a`` sits on Zeliade's bound ``a = 0``, which is not a no-arbitrage condition) SciPy's
+   SLSQP minimises the same objective over all five raw parameters under these constraints.
+
+Objective (implied vol, decimal)::
+
+    L = mean_i W_i**2 [dist(sigma_i, [iv_bid_i, iv_ask_i])**2 + lam**2 (sigma_i - iv_mid_i)**2]
+
+with ``W_i = 1/max(iv_ask_i - iv_bid_i, spread_floor)`` (:mod:`volcal.svi.quotes`) and
+``lam = mid_weight`` small: a fitted vol inside the band costs almost nothing, outside it costs
+its distance in units of the quote's spread.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import minimize
+
+from volcal.errors import CalibrationError
+from volcal.svi import _kernels
+from volcal.svi.grids import k_range, slice_grid
+from volcal.svi.params import SviRaw
+from volcal.svi.quotes import SliceQuotes
+
+__all__ = ["SliceFitResult", "SviSliceSettings", "fit_svi_slice"]
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class SviSliceSettings:
+    """Settings of :func:`fit_svi_slice`.
+
+    Attributes
+    ----------
+    mid_weight:
+        ``lam``, weight of the pull towards the mid vol relative to the distance outside the
+        bid/ask band (dimensionless, >= 0).
+    g_margin:
+        Lower bound imposed on ``g(k)`` on the constraint grid (keeps ``g >= 0`` between grid
+        points).
+    w_floor:
+        Lower bound on ``w(k) / theta`` on the grid (``theta`` = market ATM total variance).
+    uv_floor:
+        Lower bound on ``b (1 +- rho) / 2`` in the inner search (keeps ``|rho| < 1``).
+    grid_m, grid_sigma:
+        Size of the starting grid of the outer search.
+    maxiter:
+        Iteration limit of Nelder-Mead and of SLSQP.
+    """
+
+    mid_weight: float = 0.1
+    g_margin: float = 1e-4
+    w_floor: float = 1e-3
+    uv_floor: float = 1e-4
+    grid_m: int = 9
+    grid_sigma: int = 7
+    maxiter: int = 400
+
+
+@dataclass(frozen=True)
+class SliceFitResult:
+    """Result of one smile's calibration.
+
+    Attributes
+    ----------
+    params:
+        Fitted raw SVI parameters.
+    objective:
+        Final value of the objective ``L`` (dimensionless, spreads squared).
+    converged:
+        True when the optimiser met its criteria and the solution satisfies every constraint.
+    iterations, nfev:
+        Iterations and objective evaluations, summed over the stages.
+    message:
+        The last stage's optimiser message.
+    method:
+        ``"quasi-explicit"`` or ``"quasi-explicit+slsqp"``.
+    constraint_min:
+        Smallest constraint value at the solution (>= 0 when feasible), on the constraint grid.
+    """
+
+    params: SviRaw
+    objective: float
+    converged: bool
+    iterations: int
+    nfev: int
+    message: str
+    method: str
+    constraint_min: float
+
+
+def _raw_from_auv(a: float, u: float, v: float, m: float, sigma: float) -> SviRaw:
+    c = 0.5 * (u + v)
+    d = 0.5 * (u - v)
+    b = c / sigma
+    rho = d / c if c > 0 else 0.0
+    return SviRaw(a=a, b=b, rho=rho, m=m, sigma=sigma)
+
+
+def _w(x: FloatArray, k: FloatArray) -> FloatArray:
+    a, b, rho, m, sigma = x
+    z = k - m
+    return np.asarray(a + b * (rho * z + np.sqrt(z * z + sigma * sigma)))
+
+
+def _svi_parts(
+    x: FloatArray, k: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``(w, w', w'')`` on ``k`` and their Jacobians (``(n, 5)``) in ``(a, b, rho, m, sigma)``."""
+    a, b, rho, m, sigma = x
+    z = k - m
+    r = np.sqrt(z * z + sigma * sigma)
+    r3 = r**3
+    s2 = sigma * sigma
+    w = a + b * (rho * z + r)
+    w1 = b * (rho + z / r)
+    w2 = b * s2 / r3
+    one = np.ones_like(k)
+    zero = np.zeros_like(k)
+    dw = np.stack([one, rho * z + r, b * z, -b * (rho + z / r), b * sigma / r], axis=1)
+    dw1 = np.stack([zero, rho + z / r, b * one, -b * s2 / r3, -b * z * sigma / r3], axis=1)
+    dw2 = np.stack(
+        [zero, s2 / r3, zero, 3.0 * b * s2 * z / r**5, b * (2.0 * sigma / r3 - 3.0 * sigma**3 / r**5)],
+        axis=1,
+    )
+    return w, w1, w2, dw, dw1, dw2
+
+
+def _g_and_jac(x: FloatArray, k: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``(g, dg/dx, w, dw/dx)`` on ``k``; ``g = -1`` (gradient 0) where ``w <= 0``, so that a
+    constraint sees a violation rather than NaN."""
+    w, w1, w2, dw, dw1, dw2 = _svi_parts(x, k)
+    pos = w > 0
+    ws = np.where(pos, w, 1.0)
+    e = 1.0 - k * w1 / (2.0 * ws)
+    g = e * e - w1 * w1 / 4.0 * (1.0 / ws + 0.25) + w2 / 2.0
+    kk = k[:, None]
+    de = -kk / 2.0 * (dw1 / ws[:, None] - (w1 / ws**2)[:, None] * dw)
+    dg = (
+        2.0 * e[:, None] * de
+        - (w1 / 2.0 * (1.0 / ws + 0.25))[:, None] * dw1
+        + (w1 * w1 / (4.0 * ws**2))[:, None] * dw
+        + 0.5 * dw2
+    )
+    g = np.where(pos, g, -1.0)
+    dg = np.where(pos[:, None], dg, 0.0)
+    return g, dg, w, dw
+
+
+class _SliceProblem:
+    """The data and constraints of one smile's fit (internal)."""
+
+    def __init__(
+        self, data: SliceQuotes, settings: SviSliceSettings, previous: SviRaw | None
+    ) -> None:
+        self.data = data
+        self.settings = settings
+        self.previous = previous
+        n = data.k.size
+        t = data.t
+        self.k = np.ascontiguousarray(data.k, dtype=float)
+        self.vb = np.ascontiguousarray(data.iv_bid, dtype=float)
+        self.va = np.ascontiguousarray(data.iv_ask, dtype=float)
+        self.vm = np.ascontiguousarray(data.iv_mid, dtype=float)
+        self.weight2 = np.ascontiguousarray(data.weight**2 / n, dtype=float)
+        self.wb = self.vb**2 * t
+        self.wa = self.va**2 * t
+        self.wm = self.vm**2 * t
+        # d sigma / d w = 1 / (2 sigma t): total-variance weights approximating vol distances
+        self.q = self.weight2 / (2.0 * self.vm * t) ** 2
+        self.lam2 = settings.mid_weight**2
+        self.theta = max(data.atm_variance, float(np.min(self.wm)))
+        self.k_lo, self.k_hi = k_range(self.k, self.theta)
+        span = float(self.k[-1] - self.k[0])
+        self.m_bounds = (float(self.k[0]) - span, float(self.k[-1]) + span)
+        sq = math.sqrt(self.theta)
+        self.sigma_bounds = (max(1e-4, 0.02 * sq), max(2.0 * span, 4.0 * sq))
+        self.a_hi = float(np.max(self.wa))
+
+    # --- objective -----------------------------------------------------------------------
+    def loss(self, x: FloatArray) -> float:
+        w = _svi_parts(x, self.k)[0]
+        return float(
+            _kernels.iv_loss(w, self.data.t, self.vb, self.va, self.vm, self.weight2, self.lam2)
+        )
+
+    def loss_grad(self, x: FloatArray) -> FloatArray:
+        """Gradient of :meth:`loss` (the objective is C1: piecewise quadratic in the vols)."""
+        w, _, _, dw, _, _ = _svi_parts(x, self.k)
+        t = self.data.t
+        sig = np.sqrt(np.maximum(w, 0.0) / t)
+        dist = np.where(sig < self.vb, sig - self.vb, np.where(sig > self.va, sig - self.va, 0.0))
+        dloss_dsig = 2.0 * self.weight2 * (dist + self.lam2 * (sig - self.vm))
+        # d sigma / d w = 1 / (2 sigma t); zero where the fitted variance is not positive
+        dsig_dw = np.where(sig > 0, 1.0 / (2.0 * np.where(sig > 0, sig, 1.0) * t), 0.0)
+        return np.asarray((dloss_dsig * dsig_dw) @ dw)
+
+    def qe(self, m: float, sigma: float) -> tuple[float, float, float, float]:
+        return _kernels.qe_objective(  # type: ignore[no-any-return]
+            m, sigma, self.k, self.data.t, self.wb, self.wa, self.wm, self.q,
+            self.vb, self.va, self.vm, self.weight2, self.lam2,
+            0.0, self.a_hi, self.settings.uv_floor,
+        )  # fmt: skip
+
+    # --- constraints ---------------------------------------------------------------------
+    def grid(self, m: float, sigma: float) -> FloatArray:
+        """Constraint grid: the slice's scales at ``(m, sigma)`` and the previous smile's."""
+        grid = slice_grid(self.k_lo, self.k_hi, self.theta, m, sigma)
+        if self.previous is not None:
+            p = self.previous
+            grid = np.concatenate([grid, p.m + p.sigma * np.sinh(np.linspace(-4.0, 4.0, 25))])
+        return grid
+
+    def constraints(self, x: FloatArray, grid: FloatArray) -> FloatArray:
+        return self._constraints(x, grid)[0]
+
+    def constraints_jac(self, x: FloatArray, grid: FloatArray) -> FloatArray:
+        return self._constraints(x, grid)[1]
+
+    def _constraints(self, x: FloatArray, grid: FloatArray) -> tuple[FloatArray, FloatArray]:
+        s = self.settings
+        _, b, rho, _, _ = x
+        g, dg, w, dw = _g_and_jac(x, grid)
+        slopes = np.array([b * (1.0 - rho), b * (1.0 + rho)])
+        dslopes = np.array([[0.0, 1.0 - rho, -b, 0.0, 0.0], [0.0, 1.0 + rho, b, 0.0, 0.0]])
+        vals = [g - s.g_margin, w / self.theta - s.w_floor, 2.0 - slopes]
+        jacs = [dg, dw / self.theta, -dslopes]
+        if self.previous is not None:
+            p = self.previous
+            vals.append((w - p.total_variance(grid)) / self.theta)
+            jacs.append(dw / self.theta)
+            vals.append(slopes - np.array(p.wing_slopes))
+            jacs.append(dslopes)
+        return np.concatenate(vals), np.concatenate(jacs, axis=0)
+
+
+def fit_svi_slice(
+    data: SliceQuotes,
+    *,
+    previous: SviRaw | None = None,
+    settings: SviSliceSettings | None = None,
+) -> SliceFitResult:
+    """Fit one raw SVI smile to two-sided quotes, free of butterfly arbitrage.
+
+    Parameters
+    ----------
+    data:
+        The quotes of one expiry (:func:`volcal.svi.quotes.slices_from_quotes`).
+    previous:
+        The fitted smile of the previous (shorter) expiry, if any: the fit is then also
+        constrained to lie above it (no calendar spread arbitrage).
+    settings:
+        :class:`SviSliceSettings`; defaults when None.
+
+    Returns
+    -------
+    SliceFitResult
+
+    Raises
+    ------
+    CalibrationError
+        When the slice has fewer than 3 quotes (the inner problem is then singular).
+    """
+    s = settings or SviSliceSettings()
+    if data.k.size < 3:
+        raise CalibrationError(
+            f"expiry {data.expiry}: {data.k.size} quotes, an SVI smile needs at least 3"
+        )
+    prob = _SliceProblem(data, s, previous)
+    ms = np.linspace(*prob.m_bounds, s.grid_m)
+    sigmas = np.geomspace(*prob.sigma_bounds, s.grid_sigma)
+    table = _kernels.qe_grid(
+        ms, sigmas, prob.k, data.t, prob.wb, prob.wa, prob.wm, prob.q,
+        prob.vb, prob.va, prob.vm, prob.weight2, prob.lam2, 0.0, prob.a_hi, s.uv_floor,
+    )  # fmt: skip
+    i, j = np.unravel_index(int(np.argmin(table)), table.shape)
+    log_bounds = [prob.m_bounds, (math.log(prob.sigma_bounds[0]), math.log(prob.sigma_bounds[1]))]
+
+    def outer(z: FloatArray) -> float:
+        return float(prob.qe(float(z[0]), math.exp(float(z[1])))[0])
+
+    nm = minimize(
+        outer,
+        np.array([ms[i], math.log(sigmas[j])]),
+        method="Nelder-Mead",
+        bounds=log_bounds,
+        options={"xatol": 1e-7, "fatol": 1e-13, "maxiter": s.maxiter},
+    )
+    m_opt, sigma_opt = float(nm.x[0]), math.exp(float(nm.x[1]))
+    _, a, u, v = prob.qe(m_opt, sigma_opt)
+    qe_params = _raw_from_auv(a, u, v, m_opt, sigma_opt)
+    x0 = np.array([qe_params.a, qe_params.b, qe_params.rho, qe_params.m, qe_params.sigma])
+    grid = prob.grid(m_opt, sigma_opt)
+    cmin = float(np.min(prob.constraints(x0, grid)))
+    iterations, nfev = int(nm.nit), int(nm.nfev)
+    a_on_bound = a <= 1e-12 * max(1.0, prob.a_hi)
+    if cmin >= 0.0 and not a_on_bound:
+        return SliceFitResult(
+            params=qe_params,
+            objective=float(nm.fun),
+            converged=bool(nm.success),
+            iterations=iterations,
+            nfev=nfev,
+            message=str(nm.message),
+            method="quasi-explicit",
+            constraint_min=cmin,
+        )
+    return _polish(prob, grid, x0, iterations, nfev)
+
+
+def _polish(
+    prob: _SliceProblem, grid: FloatArray, x_qe: FloatArray, iterations: int, nfev: int
+) -> SliceFitResult:
+    """SLSQP over the five raw parameters under the no-arbitrage constraints.
+
+    The constraint grid follows ``(m, sigma)`` between SLSQP runs (at most three rounds).
+    """
+    s = prob.settings
+    bounds = [(-prob.a_hi, prob.a_hi), (0.0, 2.0), (-0.9999, 0.9999), prob.m_bounds,
+              prob.sigma_bounds]  # fmt: skip
+    lower = np.array([lo for lo, _ in bounds])
+    upper = np.array([hi for _, hi in bounds])
+    starts = [np.clip(x_qe, lower, upper)]
+    if prob.previous is not None:
+        # a start that satisfies the calendar constraints: the previous smile shifted up to
+        # today's ATM level
+        p = prob.previous
+        shift = max(prob.theta - float(p.total_variance(0.0)), 0.0)
+        starts.append(np.clip(np.array([p.a + shift, p.b, p.rho, p.m, p.sigma]), lower, upper))
+    best: tuple[float, FloatArray, str, bool] | None = None
+    for x_start in starts:
+        x = x_start
+        success = False
+        message = ""
+        for _round in range(3):
+            res = minimize(
+                prob.loss,
+                x,
+                jac=prob.loss_grad,
+                method="SLSQP",
+                bounds=bounds,
+                constraints=[
+                    {"type": "ineq", "fun": prob.constraints, "jac": prob.constraints_jac,
+                     "args": (grid,)}
+                ],  # fmt: skip
+                options={"maxiter": s.maxiter, "ftol": 1e-12},
+            )
+            iterations += int(res.nit)
+            nfev += int(res.nfev)
+            x = np.clip(np.asarray(res.x, dtype=float), lower, upper)
+            success, message = bool(res.success), str(res.message)
+            grid = prob.grid(float(x[3]), float(x[4]))
+            if float(np.min(prob.constraints(x, grid))) >= -1e-9:
+                break
+        feasible = float(np.min(prob.constraints(x, grid))) >= -1e-9
+        score = prob.loss(x) if feasible else math.inf
+        if best is None or score < best[0]:
+            best = (score, x, message, success and feasible)
+        if feasible and success:
+            break
+    assert best is not None
+    _, x, message, ok = best
+    grid = prob.grid(float(x[3]), float(x[4]))
+    cmin = float(np.min(prob.constraints(x, grid)))
+    a, b, rho, m, sigma = (float(v) for v in x)
+    return SliceFitResult(
+        params=SviRaw(a=a, b=b, rho=rho, m=m, sigma=sigma),
+        objective=prob.loss(x),
+        converged=ok,
+        iterations=iterations,
+        nfev=nfev,
+        message=message,
+        method="quasi-explicit+slsqp",
+        constraint_min=cmin,
+    )
