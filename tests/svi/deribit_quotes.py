@@ -24,7 +24,8 @@ def read_deribit(path: Path | str) -> pd.DataFrame:
 def to_quotes(snap: pd.DataFrame) -> pd.DataFrame:
     """Quotes table of one snapshot and one currency (rows of the parquet)."""
     as_of = snap["timestamp"].iloc[0]
-    expiry = pd.to_datetime(snap["expiry_datetime"], utc=True)
+    # pandas >= 3 parses to microsecond resolution; year_fraction reads int64 nanoseconds
+    expiry = pd.to_datetime(snap["expiry_datetime"], utc=True).astype("datetime64[ns, UTC]")
     t = np.asarray(year_fraction(as_of, expiry), dtype=float)
     fwd = snap["underlying"].to_numpy(dtype=float)
     strike = snap["strike"].to_numpy(dtype=float)

@@ -319,7 +319,7 @@ def _build_table(
 
 def _pair_codes(a: npt.NDArray[np.int64], b: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """One integer code per distinct pair ``(a[i], b[i])``."""
-    ca, ua = pd.factorize(a)
+    ca = pd.factorize(a)[0]
     cb, ub = pd.factorize(b)
     return np.asarray(pd.factorize(ca.astype(np.int64) * len(ub) + cb)[0], dtype=np.int64)
 
