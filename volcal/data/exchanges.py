@@ -435,7 +435,9 @@ def _to_raw_frame(rows: Sequence[Mapping[str, Any]], unit: QuoteUnit) -> pd.Data
         if c == "symbol":
             data[c] = pd.Series(values, dtype=object).astype(str)
         elif c == "expiry":
-            data[c] = pd.to_datetime(pd.Series(values, dtype=object), utc=True)
+            data[c] = pd.to_datetime(pd.Series(values, dtype=object), utc=True).astype(
+                "datetime64[ns, UTC]"
+            )
         elif c == "call":
             data[c] = pd.Series(values, dtype=bool)
         else:

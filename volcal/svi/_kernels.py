@@ -10,7 +10,7 @@ We use the rotated pair ``u = c + d = b sigma (1 + rho)`` and ``v = c - d = b si
 so that ``w = a + u (s + y)/2 + v (s - y)/2``: Zeliade's domain ``|d| <= c``,
 ``|d| <= 4 sigma - c`` becomes the box ``0 <= u, v <= 4 sigma``; we use Lee's tighter bound
 ``b (1 +- rho) <= 2`` (asymptotic slopes of total variance at most 2), i.e. ``u, v <= 2 sigma``.
-With ``a`` in a box too, the inner problem is a convex quadratic programme over a box in three
+With ``a`` in a box too (see :func:`qe_objective`), the inner problem is a convex quadratic programme over a box in three
 variables, solved exactly by enumerating the 27 active sets.
 
 The inner objective is bid/ask aware in total variance::
@@ -251,16 +251,18 @@ def qe_objective(
     vm: FloatArray,
     weight2: FloatArray,
     lam2: float,
-    a_lo: float,
     a_hi: float,
     uv_lo: float,
 ) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
     """Outer objective of the quasi-explicit method at ``(m, sigma)``.
 
-    Solves the inner problem for ``(a, u, v)`` (box ``a_lo <= a <= a_hi``,
-    ``uv_lo sigma <= u, v <= 2 sigma``) and returns ``(iv_objective, a, u, v)``.
+    Solves the inner problem for ``(a, u, v)`` over the box ``-2 sigma <= a <= a_hi``,
+    ``uv_lo sigma <= u, v <= 2 sigma`` and returns ``(iv_objective, a, u, v)``. The lower
+    bound on ``a`` is necessary for ``min_k w = a + sqrt(u v) >= 0`` given ``u, v <= 2 sigma``
+    (Zeliade's ``a >= 0`` is sufficient but excludes many real smiles); positivity of ``w``
+    itself is a constraint of the polish stage.
     """
-    lo = np.array([a_lo, uv_lo * sigma, uv_lo * sigma])
+    lo = np.array([-2.0 * sigma, uv_lo * sigma, uv_lo * sigma])
     hi = np.array([a_hi, 2.0 * sigma, 2.0 * sigma])
     a, u, v, _ = inner_solve(k, wb, wa, wm, q, lam2, m, sigma, lo, hi)
     n = k.shape[0]
@@ -287,7 +289,6 @@ def qe_grid(
     vm: FloatArray,
     weight2: FloatArray,
     lam2: float,
-    a_lo: float,
     a_hi: float,
     uv_lo: float,
 ) -> FloatArray:  # pragma: no cover - compiled
@@ -296,6 +297,6 @@ def qe_grid(
     for i in range(ms.shape[0]):
         for j in range(sigmas.shape[0]):
             out[i, j] = qe_objective(
-                ms[i], sigmas[j], k, t, wb, wa, wm, q, vb, va, vm, weight2, lam2, a_lo, a_hi, uv_lo
+                ms[i], sigmas[j], k, t, wb, wa, wm, q, vb, va, vm, weight2, lam2, a_hi, uv_lo
             )[0]
     return out

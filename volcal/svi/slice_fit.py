@@ -9,9 +9,9 @@ Method
    grid scan followed by SciPy's bounded Nelder-Mead on the exact implied-vol objective.
 2. **Constrained polish.** The conditions of no static arbitrage are constraints of the
    problem: ``g(k) >= g_margin`` (Gatheral & Jacquier 2014, eq. 2.1) and ``w(k) > 0`` on the
-   grid of :func:`volcal.svi.grids.slice_grid`, Lee's wing bound, and, given the previous
-   (shorter) expiry's smile, ``w(k) >= w_prev(k)`` on the union of both grids with wing slopes
-   at least the previous ones (no calendar spread arbitrage, also as ``|k| -> inf``). When the
+   grid of :func:`volcal.svi.grids.slice_grid`, Lee's wing bound, and, given a neighbouring
+   expiry's smile, ``w_lower(k) <= w(k) <= w_upper(k)`` on the union of the grids with wing
+   slopes ordered the same way (no calendar spread arbitrage, also as ``|k| -> inf``). When the
    quasi-explicit optimum satisfies them it is the constrained optimum; otherwise (or when
    ``a`` sits on Zeliade's bound ``a = 0``, which is not a no-arbitrage condition) SciPy's
    SLSQP minimises the same objective over all five raw parameters under these constraints.
@@ -170,11 +170,15 @@ class _SliceProblem:
     """The data and constraints of one smile's fit (internal)."""
 
     def __init__(
-        self, data: SliceQuotes, settings: SviSliceSettings, previous: SviRaw | None
+        self,
+        data: SliceQuotes,
+        settings: SviSliceSettings,
+        lower: SviRaw | None = None,
+        upper: SviRaw | None = None,
     ) -> None:
         self.data = data
         self.settings = settings
-        self.previous = previous
+        self.neighbours = [(p, sign) for p, sign in ((lower, 1.0), (upper, -1.0)) if p is not None]
         n = data.k.size
         t = data.t
         self.k = np.ascontiguousarray(data.k, dtype=float)
@@ -218,17 +222,16 @@ class _SliceProblem:
         return _kernels.qe_objective(  # type: ignore[no-any-return]
             m, sigma, self.k, self.data.t, self.wb, self.wa, self.wm, self.q,
             self.vb, self.va, self.vm, self.weight2, self.lam2,
-            0.0, self.a_hi, self.settings.uv_floor,
+            self.a_hi, self.settings.uv_floor,
         )  # fmt: skip
 
     # --- constraints ---------------------------------------------------------------------
     def grid(self, m: float, sigma: float) -> FloatArray:
-        """Constraint grid: the slice's scales at ``(m, sigma)`` and the previous smile's."""
-        grid = slice_grid(self.k_lo, self.k_hi, self.theta, m, sigma)
-        if self.previous is not None:
-            p = self.previous
-            grid = np.concatenate([grid, p.m + p.sigma * np.sinh(np.linspace(-4.0, 4.0, 25))])
-        return grid
+        """Constraint grid: the slice's scales at ``(m, sigma)`` and its neighbours'."""
+        parts = [slice_grid(self.k_lo, self.k_hi, self.theta, m, sigma)]
+        for p, _ in self.neighbours:
+            parts.append(p.m + p.sigma * np.sinh(np.linspace(-4.0, 4.0, 25)))
+        return np.concatenate(parts)
 
     def constraints(self, x: FloatArray, grid: FloatArray) -> FloatArray:
         return self._constraints(x, grid)[0]
@@ -244,19 +247,20 @@ class _SliceProblem:
         dslopes = np.array([[0.0, 1.0 - rho, -b, 0.0, 0.0], [0.0, 1.0 + rho, b, 0.0, 0.0]])
         vals = [g - s.g_margin, w / self.theta - s.w_floor, 2.0 - slopes]
         jacs = [dg, dw / self.theta, -dslopes]
-        if self.previous is not None:
-            p = self.previous
-            vals.append((w - p.total_variance(grid)) / self.theta)
-            jacs.append(dw / self.theta)
-            vals.append(slopes - np.array(p.wing_slopes))
-            jacs.append(dslopes)
+        for p, sign in self.neighbours:
+            # sign = +1: p is shorter, w >= w_p; sign = -1: p is longer, w <= w_p
+            vals.append(sign * (w - p.total_variance(grid)) / self.theta)
+            jacs.append(sign * dw / self.theta)
+            vals.append(sign * (slopes - np.array(p.wing_slopes)))
+            jacs.append(sign * dslopes)
         return np.concatenate(vals), np.concatenate(jacs, axis=0)
 
 
 def fit_svi_slice(
     data: SliceQuotes,
     *,
-    previous: SviRaw | None = None,
+    lower: SviRaw | None = None,
+    upper: SviRaw | None = None,
     settings: SviSliceSettings | None = None,
 ) -> SliceFitResult:
     """Fit one raw SVI smile to two-sided quotes, free of butterfly arbitrage.
@@ -265,9 +269,10 @@ def fit_svi_slice(
     ----------
     data:
         The quotes of one expiry (:func:`volcal.svi.quotes.slices_from_quotes`).
-    previous:
-        The fitted smile of the previous (shorter) expiry, if any: the fit is then also
-        constrained to lie above it (no calendar spread arbitrage).
+    lower, upper:
+        Fitted smiles of a shorter (``lower``) and a longer (``upper``) expiry, if any: the
+        fit is then also constrained to lie between them, wing slopes included (no calendar
+        spread arbitrage).
     settings:
         :class:`SviSliceSettings`; defaults when None.
 
@@ -285,12 +290,12 @@ def fit_svi_slice(
         raise CalibrationError(
             f"expiry {data.expiry}: {data.k.size} quotes, an SVI smile needs at least 3"
         )
-    prob = _SliceProblem(data, s, previous)
+    prob = _SliceProblem(data, s, lower, upper)
     ms = np.linspace(*prob.m_bounds, s.grid_m)
     sigmas = np.geomspace(*prob.sigma_bounds, s.grid_sigma)
     table = _kernels.qe_grid(
         ms, sigmas, prob.k, data.t, prob.wb, prob.wa, prob.wm, prob.q,
-        prob.vb, prob.va, prob.vm, prob.weight2, prob.lam2, 0.0, prob.a_hi, s.uv_floor,
+        prob.vb, prob.va, prob.vm, prob.weight2, prob.lam2, prob.a_hi, s.uv_floor,
     )  # fmt: skip
     i, j = np.unravel_index(int(np.argmin(table)), table.shape)
     log_bounds = [prob.m_bounds, (math.log(prob.sigma_bounds[0]), math.log(prob.sigma_bounds[1]))]
@@ -340,12 +345,16 @@ def _polish(
     lower = np.array([lo for lo, _ in bounds])
     upper = np.array([hi for _, hi in bounds])
     starts = [np.clip(x_qe, lower, upper)]
-    if prob.previous is not None:
-        # a start that satisfies the calendar constraints: the previous smile shifted up to
-        # today's ATM level
-        p = prob.previous
-        shift = max(prob.theta - float(p.total_variance(0.0)), 0.0)
-        starts.append(np.clip(np.array([p.a + shift, p.b, p.rho, p.m, p.sigma]), lower, upper))
+    for p, sign in prob.neighbours:
+        # starts that satisfy that calendar constraint: a shorter smile shifted up, or a
+        # longer one scaled down, to today's ATM level
+        w0 = float(p.total_variance(0.0))
+        if sign > 0:
+            x_p = [p.a + max(prob.theta - w0, 0.0), p.b, p.rho, p.m, p.sigma]
+        else:
+            lam = min(prob.theta / w0, 1.0) if w0 > 0 else 1.0
+            x_p = [lam * p.a, lam * p.b, p.rho, p.m, p.sigma]
+        starts.append(np.clip(np.array(x_p), lower, upper))
     best: tuple[float, FloatArray, str, bool] | None = None
     for x_start in starts:
         x = x_start
