@@ -1,11 +1,35 @@
 """volcal: crypto option chains to calibrated volatility surfaces and margin numbers.
 
-The public API is re-exported here; see ``docs/`` for conventions and models.
+The public API is re-exported here; see ``docs/`` for conventions and models. Importing volcal
+does not import ccxt: only the exchange functions in :mod:`volcal.data` do, when called.
 """
 
 from volcal.black import BlackGreeks, black_greeks, black_price
+from volcal.chain import (
+    ChainSlice,
+    OptionChain,
+    ParityForward,
+    QuoteFilters,
+    filter_quotes,
+    infer_forward,
+    infer_forwards,
+)
+from volcal.data.exchanges import RetryPolicy, afetch_chain, afetch_chains, fetch_chain
+from volcal.data.snapshots import load_snapshot
+from volcal.data.tape import read_tape, replay
 from volcal.errors import (
+    ArbitrageWarning,
+    CalibrationError,
     ChainValidationError,
+    ConfigError,
+    ConvergenceWarning,
+    DataQualityWarning,
+    FetchError,
+    ImpliedVolError,
+    PriceAboveMaximumError,
+    PriceBelowIntrinsicError,
+    ReplayError,
+    UnknownInstrumentError,
     VolcalError,
     VolcalWarning,
 )
@@ -14,15 +38,40 @@ from volcal.implied import IVStatus, implied_vol, implied_vol_scalar, implied_vo
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArbitrageWarning",
     "BlackGreeks",
+    "CalibrationError",
+    "ChainSlice",
     "ChainValidationError",
+    "ConfigError",
+    "ConvergenceWarning",
+    "DataQualityWarning",
+    "FetchError",
     "IVStatus",
+    "ImpliedVolError",
+    "OptionChain",
+    "ParityForward",
+    "PriceAboveMaximumError",
+    "PriceBelowIntrinsicError",
+    "QuoteFilters",
+    "ReplayError",
+    "RetryPolicy",
+    "UnknownInstrumentError",
     "VolcalError",
     "VolcalWarning",
     "__version__",
+    "afetch_chain",
+    "afetch_chains",
     "black_greeks",
     "black_price",
+    "fetch_chain",
+    "filter_quotes",
     "implied_vol",
     "implied_vol_scalar",
     "implied_vol_with_status",
+    "infer_forward",
+    "infer_forwards",
+    "load_snapshot",
+    "read_tape",
+    "replay",
 ]

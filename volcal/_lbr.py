@@ -45,6 +45,8 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
+from volcal import _erfcx_table
+
 # Status codes (mirrored by volcal.implied.IVStatus)
 OK = 0
 AT_INTRINSIC = 1
@@ -80,15 +82,27 @@ def _exp_square(z: float) -> float:
     return math.exp(p) * (1.0 + err)
 
 
+_ERFCX_COEFFS = np.array(_erfcx_table.COEFFS, dtype=np.float64)
+_ERFCX_N = float(_erfcx_table.N_INTERVALS)
+_ERFCX_FIRST = _erfcx_table.FIRST
+_ERFCX_ZMAX = _erfcx_table.Z_MAX
+_ERFCX_DEGREE = _erfcx_table.DEGREE
+
+
 @njit(cache=True)
-def erfcx(z: float) -> float:
-    """Scaled complementary error function exp(z^2) erfc(z), a few ulps relative."""
-    if z < 0.0:
-        if z < -26.6:
-            return math.inf
-        return 2.0 * _exp_square(z) - erfcx(-z)
-    if z < 26.0:
-        return _exp_square(z) * math.erfc(z)
+def _erfcx_nonneg(z: float) -> float:
+    """erfcx(z) for z >= 0: generated piecewise polynomials in y = 4/(4+z) (see _erfcx_gen)."""
+    if z < _ERFCX_ZMAX:
+        y = 4.0 / (4.0 + z)
+        i = int(y * _ERFCX_N)
+        if i >= _ERFCX_N:
+            i = int(_ERFCX_N) - 1
+        c = _ERFCX_COEFFS[i - _ERFCX_FIRST]
+        d = y - (i + 0.5) / _ERFCX_N
+        acc = c[_ERFCX_DEGREE]
+        for p in range(_ERFCX_DEGREE - 1, -1, -1):
+            acc = acc * d + c[p]
+        return acc
     # Asymptotic series 1/(z sqrt(pi)) sum (-1)^n (2n-1)!! / (2 z^2)^n; 9 terms give < 1e-17
     q = 1.0 / (2.0 * z * z)
     term = 1.0
@@ -97,6 +111,26 @@ def erfcx(z: float) -> float:
         term *= -(2.0 * n - 1.0) * q
         total += term
     return total * _INV_SQRT_PI / z
+
+
+@njit(cache=True)
+def erfcx(z: float) -> float:
+    """Scaled complementary error function exp(z^2) erfc(z), a few ulps relative."""
+    if z < 0.0:
+        if z < -26.6:
+            return math.inf
+        return 2.0 * _exp_square(z) - _erfcx_nonneg(-z)
+    return _erfcx_nonneg(z)
+
+
+@njit(cache=True)
+def erfc(z: float) -> float:
+    """Complementary error function, a few ulps relative (also in the far tail)."""
+    if z < 0.0:
+        return 2.0 - _erfcx_nonneg(-z) / _exp_square(z)
+    if z > 27.3:
+        return 0.0
+    return _erfcx_nonneg(z) / _exp_square(z)
 
 
 @njit(cache=True)
@@ -135,8 +169,8 @@ def normalised_otm_call(x: float, s: float) -> float:
             * (erfcx(-(h + u) * _INV_SQRT2) - erfcx(-(h - u) * _INV_SQRT2))
         )
     return 0.5 * (
-        math.exp(0.5 * x) * math.erfc(-(h + u) * _INV_SQRT2)
-        - math.exp(-0.5 * x) * math.erfc((u - h) * _INV_SQRT2)
+        math.exp(0.5 * x) * erfc(-(h + u) * _INV_SQRT2)
+        - math.exp(-0.5 * x) * erfc((u - h) * _INV_SQRT2)
     )
 
 
@@ -146,8 +180,8 @@ def _complement(x: float, s: float) -> float:
     h = x / s
     u = 0.5 * s
     return 0.5 * (
-        math.exp(0.5 * x) * math.erfc((h + u) * _INV_SQRT2)
-        + math.exp(-0.5 * x) * math.erfc((u - h) * _INV_SQRT2)
+        math.exp(0.5 * x) * erfc((h + u) * _INV_SQRT2)
+        + math.exp(-0.5 * x) * erfc((u - h) * _INV_SQRT2)
     )
 
 
@@ -168,44 +202,49 @@ def _guess_low(x: float, beta: float, s_c: float, b_c: float) -> float:
     """Initial s below the inflection point s_c = sqrt(2|x|).
 
     Deep out of the money (large |h|) the asymptote b ~ phi(h) e^{-u^2/2} 2u / (h^2 - u^2)
-    gives s from a quadratic in s^2 (two fixed-point rounds for the prefactor). Nearer the
+    gives s from a quadratic in s^2, with fixed-point rounds for the prefactor. Nearer the
     money, ln b is modelled as -x^2/(2 s^2) + B ln(s / s_c) + const, exact in value and slope at
-    s_c and with the exact leading behaviour as s -> 0; a few Newton steps solve it.
+    s_c and with the exact leading behaviour as s -> 0. With w = s_c^2 / s^2 >= 1 the model reads
+    (|x|/4) w + (B/2) ln w = R, solved by Newton in ln w (convex: monotone from the right).
     """
     log_beta = math.log(beta)
     x2 = x * x
-    # asymptotic branch
-    s = s_c
+    ax = -x
     e = -log_beta
+    s = s_c
     for _ in range(3):
         disc = 4.0 * e * e - x2
         if disc <= 0.0 or e <= 0.0:
             s = s_c
             break
         s = math.sqrt(2.0 * x2 / (2.0 * e + math.sqrt(disc)))
-        if s >= s_c:
-            s = s_c
+        if s >= s_c or ax < 3.0 * s:
             break
         h = x / s
         u = 0.5 * s
         e = -log_beta + math.log(2.0 * u * _INV_SQRT_2PI / (h * h - u * u))
-    if -x >= 4.0 * s:
+    if ax >= 4.0 * s:
         return s
-    # near-the-money branch
+    # near-the-money model
     bprime = _INV_SQRT_2PI * math.exp(-0.5 * (x2 / (s_c * s_c) + 0.25 * s_c * s_c))
-    slope_b = s_c * bprime / b_c - x2 / (s_c * s_c)
-    rhs = log_beta - math.log(b_c) - x2 / (2.0 * s_c * s_c)
-    s = s_c
-    for _ in range(8):
-        f = -x2 / (2.0 * s * s) + slope_b * math.log(s / s_c) - rhs
-        fp = x2 / (s * s * s) + slope_b / s
-        s_new = s - f / fp
-        if s_new <= 0.0:
-            s_new = 0.25 * s
-        if abs(s_new - s) <= 1e-4 * s:
-            return s_new
-        s = s_new
-    return s
+    half_b = 0.5 * (s_c * bprime / b_c - 0.5 * ax)
+    a = 0.25 * ax
+    r = math.log(b_c) - log_beta  # >= 0 in this branch
+    if r <= 0.0:
+        return s_c
+    if half_b <= 0.0:
+        return s_c / math.sqrt(1.0 + r / a)
+    om = math.log(1.0 + r / a)  # root <= this, since a w + b ln w >= a (w - 1) + a
+    for _ in range(6):
+        ew = math.exp(om)
+        g = a * (ew - 1.0) + half_b * om - r
+        step = g / (a * ew + half_b)
+        om -= step
+        if om < 0.0:
+            om = 0.0
+        if abs(step) < 1e-4:
+            break
+    return s_c * math.exp(-0.5 * om)
 
 
 @njit(cache=True, inline="always")
@@ -221,7 +260,7 @@ def _solve_normalised(beta: float, x: float) -> tuple[float, int, int]:
     """Solve b(x, s) = beta for s, given x <= 0 and 0 < beta < e^{x/2}."""
     b_max = math.exp(0.5 * x)
     s_c = math.sqrt(-2.0 * x)
-    b_c = 0.5 * b_max - 0.5 * math.exp(-0.5 * x) * math.erfc(math.sqrt(-x))
+    b_c = 0.5 * b_max - 0.5 * math.exp(-0.5 * x) * erfc(math.sqrt(-x))
     x2 = x * x
     # The guess (and bracket) follow the branch of beta relative to b(x, s_c); the objective
     # follows beta relative to b_max / 2: ln b while b is the smaller of b and c = b_max - b,
