@@ -18,6 +18,7 @@ per option and comparable; their absolute failure counts are scaled to the full 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -35,7 +36,10 @@ from volcal.black import black_greeks
 Arr = npt.NDArray[np.float64]
 
 
-def make_set(kind: str, n: int, seed: int = 2026) -> tuple[Arr, Arr, Arr, Arr, npt.NDArray[np.bool_]]:
+Set = tuple[Arr, Arr, Arr, Arr, npt.NDArray[np.bool_]]
+
+
+def make_set(kind: str, n: int, seed: int = 2026) -> Set:
     rng = np.random.default_rng(seed)
     if kind == "normal":
         t = np.exp(rng.uniform(np.log(1 / 365), np.log(2.0), n))
@@ -88,17 +92,56 @@ def timed(fn: Callable[[], Arr], repeats: int) -> tuple[float, Arr]:
     return statistics.median(times), out
 
 
+def run_set(
+    kind: str,
+    args: argparse.Namespace,
+    peers: dict[str, Callable[[Arr, Arr, Arr, Arr, npt.NDArray[np.bool_]], Arr]],
+    rng: np.random.Generator,
+) -> None:
+    """Time and score every method on one set and print its rows."""
+    f, k, t, vol, call = make_set(kind, args.n)
+    price = np.asarray(volcal.black_price(f, k, t, vol, call))
+    vega = np.asarray(black_greeks(f, k, t, vol, call).vega)
+    with np.errstate(divide="ignore"):
+        informative = np.spacing(price) / vega / vol < 1e-13
+
+    def row(name: str, idx: npt.NDArray[np.intp] | slice, seconds: float, got: Arr) -> None:
+        n = len(got)
+        inf = informative[idx]
+        err = np.abs(got / vol[idx] - 1.0)
+        bad = inf & ~(err <= 1e-12)
+        max_err = float(np.nanmax(np.where(inf, err, 0.0))) if inf.any() else float("nan")
+        if np.isnan(err[inf]).any():
+            max_err = float("nan")
+        fails = int(bad.sum())
+        scale = args.n / n
+        fails_s = f"{fails}" if scale == 1 else f"~{fails * scale:.0f}"
+        print(
+            f"{kind:<7} {name:<36} {n:>9} {seconds / n * 1e6:>10.3f} {max_err:>12.2e} {fails_s:>9}"
+        )
+
+    sec, got = timed(lambda: np.asarray(volcal.implied_vol(price, f, k, t, call)), args.repeats)
+    row("volcal.implied_vol", slice(None), sec, got)
+    sec, got = timed(lambda: naive_newton(price, f, k, t, call), max(1, args.repeats // 2))
+    row("naive vectorised Newton (NumPy)", slice(None), sec, got)
+    idx = rng.choice(price.size, size=min(args.peer_n, price.size), replace=False)
+    for name, fn in peers.items():
+        a = (price[idx], f[idx], k[idx], t[idx], call[idx])
+        sec, got = timed(lambda fn=fn, a=a: fn(*a), 1)
+        row(name, idx, sec, got)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=1_000_000, help="options per set (volcal, Newton)")
     ap.add_argument("--peer-n", type=int, default=20_000, help="subsample for Python-loop peers")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args(argv)
 
-    try:
+    with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
-    except (AttributeError, OSError):
-        pass
 
     peers: dict[str, Callable[[Arr, Arr, Arr, Arr, npt.NDArray[np.bool_]], Arr]] = {}
     try:
@@ -144,41 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     peers["QuantLib blackFormulaImpliedStdDev"] = run_ql
 
     rng = np.random.default_rng(7)
-    header = f"{'set':<7} {'method':<36} {'n':>9} {'us/option':>10} {'max rel err':>12} {'failures':>9}"
+    header = (
+        f"{'set':<7} {'method':<36} {'n':>9} {'us/option':>10} {'max rel err':>12} {'failures':>9}"
+    )
     print(header)
     print("-" * len(header))
     for kind in ("normal", "hard"):
-        f, k, t, vol, call = make_set(kind, args.n)
-        price = np.asarray(volcal.black_price(f, k, t, vol, call))
-        vega = np.asarray(black_greeks(f, k, t, vol, call).vega)
-        with np.errstate(divide="ignore"):
-            informative = np.spacing(price) / vega / vol < 1e-13
-
-        def row(name: str, idx: npt.NDArray[np.intp] | slice, seconds: float, got: Arr) -> None:
-            n = len(got)
-            inf = informative[idx]
-            err = np.abs(got / vol[idx] - 1.0)
-            bad = inf & ~(err <= 1e-12)
-            max_err = float(np.nanmax(np.where(inf, err, 0.0))) if inf.any() else float("nan")
-            if np.isnan(err[inf]).any():
-                max_err = float("nan")
-            fails = int(bad.sum())
-            scale = args.n / n
-            fails_s = f"{fails}" if scale == 1 else f"~{fails * scale:.0f}"
-            print(
-                f"{kind:<7} {name:<36} {n:>9} {seconds / n * 1e6:>10.3f} "
-                f"{max_err:>12.2e} {fails_s:>9}"
-            )
-
-        sec, got = timed(lambda: np.asarray(volcal.implied_vol(price, f, k, t, call)), args.repeats)
-        row("volcal.implied_vol", slice(None), sec, got)
-        sec, got = timed(lambda: naive_newton(price, f, k, t, call), max(1, args.repeats // 2))
-        row("naive vectorised Newton (NumPy)", slice(None), sec, got)
-        idx = rng.choice(price.size, size=min(args.peer_n, price.size), replace=False)
-        for name, fn in peers.items():
-            a = (price[idx], f[idx], k[idx], t[idx], call[idx])
-            sec, got = timed(lambda fn=fn, a=a: fn(*a), 1)
-            row(name, idx, sec, got)
+        run_set(kind, args, peers, rng)
     return 0
 
 

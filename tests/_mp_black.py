@@ -32,9 +32,7 @@ def mp_vega(f: float, k: float, t: float, vol: float) -> float:
     return float(F * mp.npdf(d1) * mp.sqrt(T))
 
 
-def sample_set(
-    kind: str, n: int, seed: int
-) -> tuple[npt.NDArray[np.float64], ...]:
+def sample_set(kind: str, n: int, seed: int) -> tuple[npt.NDArray[np.float64], ...]:
     """Random options of the issue's two accuracy sets.
 
     normal: vol 0.1-1.5, t 1 day-2 years, strikes within +-3 standard deviations;

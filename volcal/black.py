@@ -137,7 +137,9 @@ def black_greeks(
         d1 = x / s + 0.5 * s
         d2 = d1 - s
         pdf = np.exp(-0.5 * d1 * d1) / np.sqrt(2.0 * np.pi)
-        delta = np.where(live, d * sign * ndtr(sign * d1), d * sign * (0.5 * (1 + np.sign(sign * x))))
+        delta = np.where(
+            live, d * sign * ndtr(sign * d1), d * sign * (0.5 * (1 + np.sign(sign * x)))
+        )
         gamma = np.where(live, d * pdf / (f * s), 0.0)
         vega = np.where(live, d * f * pdf * sqrt_t, 0.0)
         vanna = np.where(live, -d * pdf * d2 / vs, 0.0)

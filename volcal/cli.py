@@ -91,9 +91,8 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
         source = f"replayed {args.replay}"
     else:
         if args.exchange not in SUPPORTED_EXCHANGES:
-            raise ConfigError(
-                f"unknown exchange {args.exchange!r}; choose one of {', '.join(SUPPORTED_EXCHANGES)}"
-            )
+            choices = ", ".join(SUPPORTED_EXCHANGES)
+            raise ConfigError(f"unknown exchange {args.exchange!r}; choose one of {choices}")
         stamp = pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ")
         tape = out / f"{args.exchange}-{args.currency}-{stamp}.jsonl.gz"
         chain = fetch_chain(args.exchange, args.currency, tape=tape)
@@ -101,7 +100,9 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     path = chain.to_parquet(
         out / f"chain_{chain.exchange}_{chain.underlying}_{chain.as_of:%Y%m%dT%H%M%SZ}.parquet"
     )
-    log.info("%s %s: %d options (%s) -> %s", chain.exchange, chain.underlying, len(chain), source, path)
+    log.info(
+        "%s %s: %d options (%s) -> %s", chain.exchange, chain.underlying, len(chain), source, path
+    )
     return EXIT_OK
 
 
@@ -135,7 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
-    level = logging.DEBUG if args.verbose else (logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    level = (
+        logging.DEBUG
+        if args.verbose
+        else (logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    )
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))

@@ -16,7 +16,7 @@ See ``docs/conventions.md`` for the reasoning and the checks made on real data.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import numpy as np
@@ -56,8 +56,8 @@ def to_utc(when: object) -> pd.Timestamp:
     if ts is pd.NaT:
         raise ValueError(f"not a timestamp: {when!r}")
     if ts.tzinfo is None:
-        return ts.tz_localize(timezone.utc)
-    return ts.tz_convert(timezone.utc)
+        return ts.tz_localize(UTC)
+    return ts.tz_convert(UTC)
 
 
 def year_fraction(as_of: object, expiry: object) -> npt.NDArray[np.float64] | float:
@@ -78,20 +78,20 @@ def year_fraction(as_of: object, expiry: object) -> npt.NDArray[np.float64] | fl
     start = to_utc(as_of)
     if isinstance(expiry, (str, datetime, pd.Timestamp, np.datetime64)):
         return float((to_utc(expiry) - start).value) / _NS_PER_YEAR
-    idx = pd.DatetimeIndex(pd.to_datetime(expiry, utc=True))  # type: ignore[arg-type]
+    idx = pd.DatetimeIndex(pd.to_datetime(expiry, utc=True))  # type: ignore[call-overload]
     delta_ns = idx.asi8 - start.value
     return np.asarray(delta_ns, dtype=np.float64) / _NS_PER_YEAR
 
 
 def log_moneyness(strike: ArrayT, forward: ArrayT) -> ArrayT:
     """Log-moneyness ``k = ln(K / F)`` (dimensionless)."""
-    return np.log(np.asarray(strike, dtype=float) / np.asarray(forward, dtype=float))  # type: ignore[return-value]
+    return np.log(np.asarray(strike, dtype=float) / np.asarray(forward, dtype=float))
 
 
 def total_variance(vol: ArrayT, t: ArrayT) -> ArrayT:
     """Total implied variance ``w = sigma**2 * t`` (vol in decimals, t in years)."""
     v = np.asarray(vol, dtype=float)
-    return v * v * np.asarray(t, dtype=float)  # type: ignore[return-value]
+    return v * v * np.asarray(t, dtype=float)
 
 
 def coin_to_usd(price_coin: ArrayT, usd_per_coin: ArrayT) -> ArrayT:
@@ -100,9 +100,9 @@ def coin_to_usd(price_coin: ArrayT, usd_per_coin: ArrayT) -> ArrayT:
     For Deribit inverse options the reference is the option's forward
     (``underlying_price``): ``price_usd = price_coin * F``.
     """
-    return np.asarray(price_coin, dtype=float) * np.asarray(usd_per_coin, dtype=float)  # type: ignore[return-value]
+    return np.asarray(price_coin, dtype=float) * np.asarray(usd_per_coin, dtype=float)
 
 
 def usd_to_coin(price_usd: ArrayT, usd_per_coin: ArrayT) -> ArrayT:
     """Convert a USD premium to coin at the reference price ``usd_per_coin``."""
-    return np.asarray(price_usd, dtype=float) / np.asarray(usd_per_coin, dtype=float)  # type: ignore[return-value]
+    return np.asarray(price_usd, dtype=float) / np.asarray(usd_per_coin, dtype=float)

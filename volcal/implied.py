@@ -78,7 +78,7 @@ def implied_vol_with_status(
     was found.
     """
     shape, (p, f, k, tt, c, d) = _prepare(price, forward, strike, t, call, discount)
-    vol, status = _lbr.implied_vol_kernel(p, f, k, tt, c, d)
+    vol, status = _lbr.implied_vol_kernel(p, f, k, tt, c, d)  # type: ignore[arg-type]
     return vol.reshape(shape), status.reshape(shape)
 
 

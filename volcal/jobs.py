@@ -63,7 +63,8 @@ def load_inputs(
         return chains
 
     from volcal.data.exchanges import fetch_chain
-    from volcal.data.tape import read_tape, replay as replay_tape
+    from volcal.data.tape import read_tape
+    from volcal.data.tape import replay as replay_tape
 
     if replay:
         paths = [Path(p) for p in replay]

@@ -68,8 +68,9 @@ FRAME_COLUMNS: tuple[str, ...] = ("as_of", "exchange", "underlying")
 """Columns :meth:`OptionChain.to_frame` adds in front of the quote columns."""
 
 _FLOAT_COLUMNS = tuple(
-    c for c in QUOTE_COLUMNS if c not in ("symbol", "expiry", "call", "forward_source",
-                                          "filter_reason")
+    c
+    for c in QUOTE_COLUMNS
+    if c not in ("symbol", "expiry", "call", "forward_source", "filter_reason")
 )
 _OPTIONAL_NUMERIC = ("bid_size", "ask_size", "open_interest", "index_price")
 _CALL_WORDS = {"call": True, "c": True, "put": False, "p": False, "true": True, "false": False}
@@ -90,8 +91,11 @@ def _fail(
     shown = ""
     if values is not None:
         vals = np.asarray(values)[bad][:5]
-        shown = " (values: " + ", ".join(repr(v.item() if hasattr(v, "item") else v)
-                                        for v in vals) + ")"
+        shown = (
+            " (values: "
+            + ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in vals)
+            + ")"
+        )
     count = int(bad.sum())
     return ChainValidationError(
         f"{field}: {message} for {count} quote{'s' if count != 1 else ''}{shown}",
@@ -132,9 +136,7 @@ def _parse_call(raw: pd.Series, symbols: npt.NDArray[np.object_]) -> npt.NDArray
     return np.array([bool(m) for m in meaning], dtype=bool)[codes]
 
 
-def _check_prices(
-    name: str, values: FloatArray, symbols: npt.NDArray[np.object_]
-) -> None:
+def _check_prices(name: str, values: FloatArray, symbols: npt.NDArray[np.object_]) -> None:
     bad = np.isinf(values)
     if bad.any():
         raise _fail("infinite price", name, symbols, bad, values)
@@ -171,8 +173,9 @@ def _build_table(
     n = len(raw)
     sym_na = raw["symbol"].isna().to_numpy()
     symbols = raw["symbol"].astype(object).to_numpy()
-    symbols = np.where(sym_na, "<row " + pd.Series(np.arange(n)).astype(str).to_numpy() + ">",
-                       symbols).astype(object)
+    symbols = np.where(
+        sym_na, "<row " + pd.Series(np.arange(n)).astype(str).to_numpy() + ">", symbols
+    ).astype(object)
     if sym_na.any():
         raise _fail("missing symbol", "symbol", symbols, sym_na)
     symbols = np.array([str(s) for s in symbols], dtype=object)
@@ -185,8 +188,9 @@ def _build_table(
     try:
         expiry = pd.DatetimeIndex(pd.to_datetime(raw["expiry"], utc=True))
     except (ValueError, TypeError) as exc:
-        raise ChainValidationError(f"expiry: cannot parse as timestamps ({exc})",
-                                   field="expiry") from None
+        raise ChainValidationError(
+            f"expiry: cannot parse as timestamps ({exc})", field="expiry"
+        ) from None
     bad = np.asarray(expiry.isna())
     if bad.any():
         raise _fail("missing expiry", "expiry", symbols, bad)
@@ -198,8 +202,13 @@ def _build_table(
     if not allow_expired:
         bad = t <= 0
         if bad.any():
-            raise _fail("option at or past expiry (t <= 0) at as_of", "expiry", symbols, bad,
-                        expiry.astype(str).to_numpy())
+            raise _fail(
+                "option at or past expiry (t <= 0) at as_of",
+                "expiry",
+                symbols,
+                bad,
+                expiry.astype(str).to_numpy(),
+            )
 
     # strike and call ----------------------------------------------------------------------
     strike = _numeric(raw, "strike", symbols)
@@ -229,15 +238,21 @@ def _build_table(
     if not allow_crossed:
         bad = px["ask"] < px["bid"]
         if bad.any():
-            raise _fail(f"ask below bid (crossed quote; ask_{unit} < bid_{unit})", f"ask_{unit}",
-                        symbols, bad, px["ask"])
+            raise _fail(
+                f"ask below bid (crossed quote; ask_{unit} < bid_{unit})",
+                f"ask_{unit}",
+                symbols,
+                bad,
+                px["ask"],
+            )
 
     # forward, reference price, discount -----------------------------------------------------
     fwd = _numeric(raw, "forward", symbols)
     bad = np.isinf(fwd) | (fwd <= 0)
     if bad.any():
-        raise _fail("forward must be finite and > 0 (NaN = infer by parity)", "forward",
-                    symbols, bad, fwd)
+        raise _fail(
+            "forward must be finite and > 0 (NaN = infer by parity)", "forward", symbols, bad, fwd
+        )
     upc = _numeric(raw, "usd_per_coin", symbols)
     bad = np.isinf(upc) | (upc <= 0)
     if bad.any():
@@ -259,8 +274,20 @@ def _build_table(
 
     need = np.isnan(fwd)
     if need.any():
-        _fill_parity(symbols, unit, px, strike, call, upc, disc_given, gkey.to_numpy(),
-                     exp_ns, need, fwd, disc)
+        _fill_parity(
+            symbols,
+            unit,
+            px,
+            strike,
+            call,
+            upc,
+            disc_given,
+            gkey.to_numpy(),
+            exp_ns,
+            need,
+            fwd,
+            disc,
+        )
         upc = np.where(np.isnan(upc), fwd, upc)
 
     # units, moneyness, implied vols ------------------------------------------------------------
@@ -331,7 +358,7 @@ def _group_indices(
     order = np.argsort(codes, kind="stable")
     values, starts = np.unique(codes[order], return_index=True)
     bounds = [*starts.tolist(), len(codes)]
-    return [(int(v), order[bounds[i]:bounds[i + 1]]) for i, v in enumerate(values)]
+    return [(int(v), order[bounds[i] : bounds[i + 1]]) for i, v in enumerate(values)]
 
 
 def _ordered(table: pd.DataFrame) -> list[str]:
@@ -362,13 +389,23 @@ def _fill_parity(
         if bad.any():
             raise _fail(
                 "coin prices without a forward need usd_per_coin to convert to USD for "
-                "put-call parity", "usd_per_coin", symbols, bad)
+                "put-call parity",
+                "usd_per_coin",
+                symbols,
+                bad,
+            )
         bid_usd, ask_usd = px["bid"] * upc, px["ask"] * upc
     else:
         bid_usd, ask_usd = px["bid"], px["ask"]
     sub = pd.DataFrame(
-        {"g": gkey, "expiry": exp_ns, "strike": strike, "call": call,
-         "bid_usd": bid_usd, "ask_usd": ask_usd}
+        {
+            "g": gkey,
+            "expiry": exp_ns,
+            "strike": strike,
+            "call": call,
+            "bid_usd": bid_usd,
+            "ask_usd": ask_usd,
+        }
     )[need]
     pairs = parity_pairs(sub.rename(columns={"g": "as_of"}))  # "as_of" key = the group id
     by_group: dict[Any, pd.DataFrame] = dict(iter(pairs.groupby("as_of")))
@@ -381,12 +418,17 @@ def _fill_parity(
             raise _fail(
                 "no exchange forward and no two-sided call/put pair at one strike to infer it "
                 "by put-call parity (give a forward, or drop this expiry)",
-                "forward", symbols, mask)
+                "forward",
+                symbols,
+                mask,
+            )
         dg = disc_given[idx]
         known = dg[~np.isnan(dg)]
         fit = infer_forward(
-            grp["strike"].to_numpy(), grp["call_mid_usd"].to_numpy(),
-            grp["put_mid_usd"].to_numpy(), price_error=grp["error_usd"].to_numpy(),
+            grp["strike"].to_numpy(),
+            grp["call_mid_usd"].to_numpy(),
+            grp["put_mid_usd"].to_numpy(),
+            price_error=grp["error_usd"].to_numpy(),
             discount=float(np.median(known)) if known.size else None,
         )
         fwd[idx] = fit.forward
@@ -435,17 +477,24 @@ def chains_from_quotes(
         Oldest first.
     """
     if not isinstance(raw, pd.DataFrame) or "as_of" not in raw.columns:
-        raise ChainValidationError("chains_from_quotes needs a DataFrame with an 'as_of' column",
-                                   field="as_of")
+        raise ChainValidationError(
+            "chains_from_quotes needs a DataFrame with an 'as_of' column", field="as_of"
+        )
     try:
         as_of = pd.DatetimeIndex(pd.to_datetime(raw["as_of"], utc=True)).as_unit("ns")
     except (ValueError, TypeError) as exc:
-        raise ChainValidationError(f"as_of: cannot parse as timestamps ({exc})",
-                                   field="as_of") from None
+        raise ChainValidationError(
+            f"as_of: cannot parse as timestamps ({exc})", field="as_of"
+        ) from None
     if as_of.isna().any():
         raise ChainValidationError("as_of: missing timestamps", field="as_of")
-    table = _build_table(raw.drop(columns="as_of"), as_of.asi8, filters=filters,
-                         allow_expired=allow_expired, allow_crossed=allow_crossed)
+    table = _build_table(
+        raw.drop(columns="as_of"),
+        as_of.asi8,
+        filters=filters,
+        allow_expired=allow_expired,
+        allow_crossed=allow_crossed,
+    )
     return _split(table, exchange, underlying)
 
 
@@ -453,7 +502,7 @@ def chains_from_quotes(
 # the chain
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ChainSlice:
     """The quotes of one expiry of a chain (see :meth:`OptionChain.slices`).
 
@@ -475,6 +524,8 @@ class ChainSlice:
         ``"exchange"`` or ``"parity"``.
     quotes:
         The slice's rows of the chain table, same columns, sorted by strike then ``call``.
+
+    Not hashable and compared by identity (it holds a DataFrame).
     """
 
     as_of: pd.Timestamp
@@ -501,16 +552,23 @@ class ChainSlice:
     def otm(self) -> ChainSlice:
         """Out-of-the-money quotes: calls with ``K >= F``, puts with ``K < F`` (per-quote F)."""
         q = self.quotes
-        return self._with(np.where(q["call"].to_numpy(dtype=bool),
-                                   q["strike"] >= q["forward"], q["strike"] < q["forward"]))
+        return self._with(
+            np.where(
+                q["call"].to_numpy(dtype=bool),
+                q["strike"] >= q["forward"],
+                q["strike"] < q["forward"],
+            )
+        )
 
     def to_chain(self) -> OptionChain:
         """A chain holding only this expiry."""
         return OptionChain._trusted(self.as_of, self.exchange, self.underlying, self.quotes)
 
     def __repr__(self) -> str:
-        return (f"ChainSlice({self.underlying} {self.expiry:%Y-%m-%d %H:%M}Z, t={self.t:.5f}, "
-                f"F={self.forward:.2f} ({self.forward_source}), {len(self)} quotes)")
+        return (
+            f"ChainSlice({self.underlying} {self.expiry:%Y-%m-%d %H:%M}Z, t={self.t:.5f}, "
+            f"F={self.forward:.2f} ({self.forward_source}), {len(self)} quotes)"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -550,7 +608,9 @@ class OptionChain:
         if missing:
             raise ChainValidationError(
                 f"quotes lack column(s) {missing}; build chains with OptionChain.from_quotes "
-                "or OptionChain.from_frame", field=missing[0])
+                "or OptionChain.from_frame",
+                field=missing[0],
+            )
 
     @classmethod
     def _trusted(
@@ -624,10 +684,12 @@ class OptionChain:
             ts = to_utc(as_of)
         except (ValueError, TypeError) as exc:
             raise ChainValidationError(f"as_of: not a timestamp ({exc})", field="as_of") from None
-        as_of_ns = np.full(len(raw) if isinstance(raw, pd.DataFrame) else 0,
-                           ts.as_unit("ns").value, dtype=np.int64)
-        table = _build_table(raw, as_of_ns, filters=filters, allow_expired=allow_expired,
-                             allow_crossed=allow_crossed)
+        as_of_ns = np.full(
+            len(raw) if isinstance(raw, pd.DataFrame) else 0, ts.as_unit("ns").value, dtype=np.int64
+        )
+        table = _build_table(
+            raw, as_of_ns, filters=filters, allow_expired=allow_expired, allow_crossed=allow_crossed
+        )
         return cls._trusted(ts, exchange, underlying, table.drop(columns="as_of"))
 
     @classmethod
@@ -645,7 +707,8 @@ class OptionChain:
         missing = [c for c in (*FRAME_COLUMNS, *QUOTE_COLUMNS) if c not in frame.columns]
         if missing:
             raise ChainValidationError(
-                f"not a volcal chain frame: missing column(s) {missing}", field=missing[0])
+                f"not a volcal chain frame: missing column(s) {missing}", field=missing[0]
+            )
         if len(frame) == 0:
             raise ChainValidationError("empty chain frame")
         heads = {}
@@ -653,12 +716,13 @@ class OptionChain:
             values = frame[c].unique()
             if len(values) != 1:
                 raise ChainValidationError(
-                    f"a chain frame holds one {c}; found {len(values)}: {list(values)[:5]}",
-                    field=c)
+                    f"a chain frame holds one {c}; found {len(values)}: {list(values)[:5]}", field=c
+                )
             heads[c] = values[0]
         quotes = _normalise_quotes(frame.drop(columns=list(FRAME_COLUMNS)))
-        return cls._trusted(to_utc(heads["as_of"]), str(heads["exchange"]),
-                            str(heads["underlying"]), quotes)
+        return cls._trusted(
+            to_utc(heads["as_of"]), str(heads["exchange"]), str(heads["underlying"]), quotes
+        )
 
     # conversion and I/O ---------------------------------------------------------------------
 
@@ -683,8 +747,7 @@ class OptionChain:
         """
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                   dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         try:
             self.to_frame().to_parquet(tmp, index=False)
@@ -747,8 +810,13 @@ class OptionChain:
     def otm(self) -> OptionChain:
         """Out-of-the-money quotes: calls with ``K >= F``, puts with ``K < F``."""
         q = self.quotes
-        return self.select(np.where(q["call"].to_numpy(dtype=bool),
-                                    q["strike"] >= q["forward"], q["strike"] < q["forward"]))
+        return self.select(
+            np.where(
+                q["call"].to_numpy(dtype=bool),
+                q["strike"] >= q["forward"],
+                q["strike"] < q["forward"],
+            )
+        )
 
     def filter(self, filters: QuoteFilters | None = None, **changes: Any) -> OptionChain:
         """Re-evaluate ``filter_reason`` with other settings; every quote is kept.
@@ -786,7 +854,8 @@ class OptionChain:
         if len(rows) == 0:
             raise UnknownInstrumentError(
                 f"no expiry {ts} in the {self.underlying} chain at {self.as_of}; "
-                f"expiries: {[str(e) for e in self.expiries]}")
+                f"expiries: {[str(e) for e in self.expiries]}"
+            )
         return self._slice(rows.reset_index(drop=True))
 
     def _slice(self, q: pd.DataFrame) -> ChainSlice:
@@ -869,4 +938,3 @@ def _normalise_quotes(q: pd.DataFrame) -> pd.DataFrame:
     extra = [c for c in q.columns if c not in QUOTE_COLUMNS]
     q = q[[*base, *extra, "filter_reason"]]
     return q.sort_values(_SORT_KEYS, kind="stable").reset_index(drop=True)
-

@@ -31,7 +31,7 @@ constant factor on ``C - P`` is absorbed by ``D`` (with the spot index as refere
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -79,35 +79,47 @@ class ParityForward:
     expiry: pd.Timestamp | None = None
 
 
-def _wls(x: FloatArray, y: FloatArray, w: FloatArray) -> FloatArray:
-    sw = np.sqrt(w)
-    beta, *_ = np.linalg.lstsq(x * sw[:, None], y * sw, rcond=None)
-    return np.asarray(beta, dtype=np.float64)
+def _median(x: FloatArray) -> float:
+    """Median of a small 1-d array (np.median's overhead dominates at n ~ 50)."""
+    s = np.sort(x)
+    m = s.size // 2
+    return float(s[m]) if s.size % 2 else 0.5 * float(s[m - 1] + s[m])
+
+
+def _wls(z: FloatArray | None, y: FloatArray, w: FloatArray) -> tuple[float, float]:
+    """Weighted least squares of ``y ~ a + b z`` (``b = 0`` when ``z`` is None), closed form."""
+    sw = float(w.sum())
+    ybar = float(w @ y) / sw
+    if z is None:
+        return ybar, 0.0
+    zbar = float(w @ z) / sw
+    dz = z - zbar
+    szz = float(w @ (dz * dz))
+    b = float(w @ (dz * (y - ybar))) / szz if szz > 0 else 0.0
+    return ybar - b * zbar, b
 
 
 def _huber_irls(
-    x: FloatArray, y: FloatArray, w: FloatArray, c: float, max_iter: int, tol: float
-) -> tuple[FloatArray, int]:
-    """Weighted Huber M-estimate of ``y ~ x @ beta``; ``w`` are inverse variances."""
-    beta = _wls(x, y, w)
+    z: FloatArray | None, y: FloatArray, w: FloatArray, c: float, max_iter: int, tol: float
+) -> tuple[tuple[float, float], int]:
+    """Weighted Huber M-estimate of ``y ~ a + b z``; ``w`` are inverse variances (> 0 or 0)."""
+    a, b = _wls(z, y, w)
     sw = np.sqrt(w)
+    active = w > 0
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007  (the count is returned)
-        u = (y - x @ beta) * sw
-        active = w > 0
-        scale = 1.4826 * float(np.median(np.abs(u[active]))) if active.any() else 0.0
+        fitted = a if z is None else a + b * z
+        au = np.abs((y - fitted) * sw)
+        scale = 1.4826 * _median(au[active])
         if not scale > 0:
             break
-        au = np.abs(u)
-        hw = np.ones_like(u)
-        big = au > c * scale
-        hw[big] = c * scale / au[big]
-        new = _wls(x, y, w * hw)
-        done = bool(np.all(np.abs(new - beta) <= tol * (1.0 + np.abs(beta))))
-        beta = new
+        hw = np.minimum(1.0, c * scale / np.maximum(au, 1e-300))
+        a_new, b_new = _wls(z, y, w * hw)
+        done = abs(a_new - a) <= tol * (1.0 + abs(a)) and abs(b_new - b) <= tol * (1.0 + abs(b))
+        a, b = a_new, b_new
         if done:
             break
-    return beta, it
+    return (a, b), it
 
 
 def infer_forward(
@@ -120,7 +132,7 @@ def infer_forward(
     atm_width: float | None = 2.0,
     huber_c: float = 1.345,
     max_iter: int = 50,
-    tol: float = 1e-10,
+    tol: float = 1e-9,
 ) -> ParityForward:
     """Forward and discount factor of one expiry from call/put pairs, by robust regression.
 
@@ -171,17 +183,18 @@ def infer_forward(
             field="forward",
         )
     if discount is not None and not (np.isfinite(discount) and discount > 0):
-        raise ChainValidationError(f"discount must be finite and > 0, got {discount!r}",
-                                   field="discount")
+        raise ChainValidationError(
+            f"discount must be finite and > 0, got {discount!r}", field="discount"
+        )
     y = c - p
     d0 = 1.0 if discount is None else float(discount)
     # First guess: the strikes where C - P changes sign (the pairs nearest the money).
     near = np.argsort(np.abs(y))[: min(3, n)]
-    f0 = float(np.median(k[near] + y[near] / d0))
+    f0 = _median(k[near] + y[near] / d0)
     if not f0 > 0:
-        f0 = float(np.median(k))
+        f0 = _median(k)
     # Floor the errors so that one pair with a tiny spread cannot dominate the fit.
-    err = np.maximum(err, 0.1 * float(np.median(err)))
+    err = np.maximum(err, 0.1 * _median(err))
     w = 1.0 / err**2
     if atm_width is not None and n > 1:
         i_atm = int(np.argmin(np.abs(np.log(k / f0))))
@@ -196,19 +209,15 @@ def infer_forward(
     iterations = 0
     if discount is None and n >= 3 and np.unique(k).size >= 2:
         kc = float(np.average(k, weights=w))
-        x = np.column_stack([np.ones(n), k - kc])
-        beta, iterations = _huber_irls(x, y, w, huber_c, max_iter, tol)
-        d_fit = -float(beta[1])
-        if 0.0 < d_fit < 2.0:
-            discount_fit = d_fit
-            forward = kc + float(beta[0]) / d_fit
+        (a, b), iterations = _huber_irls(k - kc, y, w, huber_c, max_iter, tol)
+        if 0.0 < -b < 2.0:
+            discount_fit = -b
+            forward = kc + a / discount_fit
             method = "huber"
     if method != "huber":
         discount_fit = d0
-        x = np.ones((n, 1))
         # Location of K + (C - P)/D; the error of that quantity is err / D.
-        beta, iterations = _huber_irls(x, k + y / d0, w * d0**2, huber_c, max_iter, tol)
-        forward = float(beta[0])
+        (forward, _), iterations = _huber_irls(None, k + y / d0, w * d0**2, huber_c, max_iter, tol)
     if not (np.isfinite(forward) and forward > 0):
         raise ChainValidationError(
             f"put-call parity gives a non-positive forward ({forward!r}) from {n} pairs",
@@ -219,7 +228,7 @@ def infer_forward(
         forward=forward,
         discount=float(discount_fit),
         n_pairs=n,
-        residual_usd=float(np.median(np.abs(resid))),
+        residual_usd=_median(np.abs(resid)),
         method=method,
         iterations=iterations,
     )
@@ -244,23 +253,46 @@ def parity_pairs(quotes: pd.DataFrame) -> pd.DataFrame:
     keys = [c for c in ("as_of", "expiry") if c in quotes.columns] + ["strike"]
     bid = quotes["bid_usd"].to_numpy(dtype=np.float64, na_value=np.nan)
     ask = quotes["ask_usd"].to_numpy(dtype=np.float64, na_value=np.nan)
+    is_call = quotes["call"].to_numpy(dtype=bool)
+    # One code per distinct (as_of, expiry, strike); pairs come out sorted by those keys.
+    ucode, row_of, code = np.unique(
+        _combined_codes(quotes, keys), return_index=True, return_inverse=True
+    )
     # NaN compares False: one-sided quotes drop out here.
     two_sided = (bid > 0) & (ask > bid)
-    q = quotes.loc[two_sided, [*keys, "call"]].copy()
-    q["mid"] = 0.5 * (bid[two_sided] + ask[two_sided])
-    q["half"] = 0.5 * (ask[two_sided] - bid[two_sided])
-    is_call = q["call"].to_numpy(dtype=bool)
-    calls = q.loc[is_call, [*keys, "mid", "half"]]
-    puts = q.loc[~is_call, [*keys, "mid", "half"]]
-    pairs = calls.merge(puts, on=keys, suffixes=("_c", "_p"), validate="one_to_one")
+    mid, half = 0.5 * (bid + ask), 0.5 * (ask - bid)
+    m = len(ucode)
+    out = {}
+    for name, side in (("c", is_call), ("p", ~is_call)):
+        sel = two_sided & side
+        counts = np.bincount(code[sel], minlength=m)
+        if (counts > 1).any():
+            raise ChainValidationError(
+                "two quotes of the same type at one strike and expiry", field="strike"
+            )
+        mids, halves = np.full(m, np.nan), np.full(m, np.nan)
+        mids[code[sel]] = mid[sel]
+        halves[code[sel]] = half[sel]
+        out[name] = (mids, halves)
+    have = ~np.isnan(out["c"][0]) & ~np.isnan(out["p"][0])
+    rows = row_of[have]
     return pd.DataFrame(
         {
-            **{key: pairs[key] for key in keys},
-            "call_mid_usd": pairs["mid_c"],
-            "put_mid_usd": pairs["mid_p"],
-            "error_usd": pairs["half_c"] + pairs["half_p"],
+            **{key: quotes[key].to_numpy()[rows] for key in keys},
+            "call_mid_usd": out["c"][0][have],
+            "put_mid_usd": out["p"][0][have],
+            "error_usd": out["c"][1][have] + out["p"][1][have],
         }
-    ).reset_index(drop=True)
+    )
+
+
+def _combined_codes(quotes: pd.DataFrame, keys: list[str]) -> npt.NDArray[np.int64]:
+    """One integer per distinct tuple of the ``keys`` columns, ordered like the tuples."""
+    code = np.zeros(len(quotes), dtype=np.int64)
+    for key in keys:
+        c, u = pd.factorize(quotes[key], sort=True)
+        code = code * max(len(u), 1) + c
+    return code
 
 
 def infer_forwards(
@@ -286,23 +318,26 @@ def infer_forwards(
     """
     pairs = parity_pairs(quotes)
     out: dict[pd.Timestamp, ParityForward] = {}
-    for expiry, grp in pairs.groupby("expiry", sort=True):
+    if len(pairs) == 0:
+        return out
+    expiry = pd.DatetimeIndex(pairs["expiry"])
+    codes, uniques = pd.factorize(expiry, sort=True)
+    strike = pairs["strike"].to_numpy(dtype=np.float64)
+    call_mid = pairs["call_mid_usd"].to_numpy(dtype=np.float64)
+    put_mid = pairs["put_mid_usd"].to_numpy(dtype=np.float64)
+    error = pairs["error_usd"].to_numpy(dtype=np.float64)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    for i, exp in enumerate(uniques):
+        idx = order[bounds[i] : bounds[i + 1]]
         fit = infer_forward(
-            grp["strike"].to_numpy(),
-            grp["call_mid_usd"].to_numpy(),
-            grp["put_mid_usd"].to_numpy(),
-            price_error=grp["error_usd"].to_numpy(),
+            strike[idx],
+            call_mid[idx],
+            put_mid[idx],
+            price_error=error[idx],
             discount=discount,
             atm_width=atm_width,
         )
-        ts = pd.Timestamp(expiry)  # type: ignore[arg-type]
-        out[ts] = ParityForward(
-            forward=fit.forward,
-            discount=fit.discount,
-            n_pairs=fit.n_pairs,
-            residual_usd=fit.residual_usd,
-            method=fit.method,
-            iterations=fit.iterations,
-            expiry=ts,
-        )
+        ts = pd.Timestamp(exp)
+        out[ts] = replace(fit, expiry=ts)
     return out

@@ -30,7 +30,8 @@ binance   ``load_markets`` (option markets; ccxt      ``eapi/v1/exchangeInfo``, 
 
 Forwards: Deribit's per-option ``underlying_price`` (the future or synthetic ``SYN.`` index of
 the expiry), OKX's ``fwdPx`` from ``opt-summary``, Bybit's ticker ``underlyingPrice``; Binance
-publishes none, so ``forward`` is NaN and the chain infers it by put-call parity.
+publishes none, so ``forward`` and ``discount`` are NaN and the chain infers them by put-call
+parity (elsewhere ``discount = 1``: premiums are quoted against the exchange's forward).
 Coin <-> USD: the reference ``usd_per_coin`` is the forward where the exchange gives one
 (Deribit, OKX, Bybit: their IVs are Black-76 on that forward) and the spot index otherwise
 (Binance ``exercisePrice``). Exchange greeks are stored as given, per option in the quote
@@ -47,19 +48,19 @@ without options is an error, never an empty chain.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from volcal.errors import ChainValidationError, FetchError, VolcalError
 from volcal.data.tape import (
     Tape,
     TapeRecorder,
@@ -67,6 +68,7 @@ from volcal.data.tape import (
     make_exchange,
     new_header,
 )
+from volcal.errors import ChainValidationError, FetchError, VolcalError
 
 if TYPE_CHECKING:
     from volcal.chain import OptionChain
@@ -167,11 +169,21 @@ class RawQuotes:
     tape: Tape = field(repr=False)
 
     def to_chain(self) -> OptionChain:
-        """Build the ``OptionChain`` (``OptionChain.from_quotes``)."""
+        """Build the ``OptionChain`` (``OptionChain.from_quotes``).
+
+        Options the exchange still lists at or past expiry, and crossed quotes, are what the
+        exchange said, not malformed data: they are kept and flagged by the chain's filters
+        (``allow_expired=True, allow_crossed=True``) instead of failing the fetch.
+        """
         from volcal.chain import OptionChain
 
         return OptionChain.from_quotes(
-            self.frame, as_of=self.as_of, exchange=self.exchange, underlying=self.underlying
+            self.frame,
+            as_of=self.as_of,
+            exchange=self.exchange,
+            underlying=self.underlying,
+            allow_expired=True,
+            allow_crossed=True,
         )
 
 
@@ -214,6 +226,11 @@ def _replay_config(ex: Any) -> dict[str, Any]:
         if isinstance(getattr(ex, "options", None), dict) and key in ex.options
     }
     if opts:
+        try:
+            json.dumps(opts)
+        except (TypeError, ValueError):
+            opts = {}
+    if opts:
         config["options"] = opts
     if getattr(ex, "isSandboxModeEnabled", False):
         config["urls"] = {"api": ex.urls.get("api")}
@@ -246,7 +263,7 @@ def _tape_path(tape: str | os.PathLike[str] | None, exchange_id: str, currency: 
         return None
     p = Path(tape)
     if p.is_dir():
-        stamp = datetime.now(tz=timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = datetime.now(tz=UTC).strftime("%Y%m%dT%H%M%S%fZ")
         return p / f"{exchange_id}-{currency.upper()}-{stamp}.jsonl.gz"
     return p
 
@@ -344,7 +361,7 @@ def _market_row(m: Mapping[str, Any], instrument: str, problems: _Problems) -> d
     kind = m.get("optionType")
     if not isinstance(expiry_ms, (int, float)) or isinstance(expiry_ms, bool):
         problems.add(instrument, f"expiry={expiry_ms!r} unusable")
-        expiry = pd.NaT
+        expiry: Any = pd.NaT
     else:
         expiry = pd.Timestamp(int(expiry_ms), unit="ms", tz="UTC")
     k = _num(strike, instrument, "strike", problems)
@@ -392,7 +409,8 @@ def _lookup(
         if not isinstance(entry, dict):
             problems.add(str(sym), f"entry {entry!r} is not an object")
             continue
-        info = entry.get("info") if isinstance(entry.get("info"), dict) else {}
+        raw_info = entry.get("info")
+        info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
         instrument = str(info.get(id_key) or sym)
         m = markets.get(sym)
         if m is None:
@@ -420,13 +438,30 @@ def _to_raw_frame(rows: Sequence[Mapping[str, Any]], unit: QuoteUnit) -> pd.Data
     the ``exchange_*`` columns present in any row (NaN elsewhere). Rows are sorted by
     expiry, strike, call/put.
     """
-    prices = ["bid_coin", "ask_coin", "mark_coin"] if unit == "coin" else [
-        "bid_usd",
-        "ask_usd",
-        "mark_usd",
+    prices = (
+        ["bid_coin", "ask_coin", "mark_coin"]
+        if unit == "coin"
+        else [
+            "bid_usd",
+            "ask_usd",
+            "mark_usd",
+        ]
+    )
+    base = [
+        "symbol",
+        "expiry",
+        "strike",
+        "call",
+        *prices,
+        "usd_per_coin",
+        "forward",
+        "discount",
+        "bid_size",
+        "ask_size",
+        "open_interest",
+        "contract_size",
+        "index_price",
     ]
-    base = ["symbol", "expiry", "strike", "call", *prices, "usd_per_coin", "forward",
-            "discount", "bid_size", "ask_size", "open_interest", "contract_size", "index_price"]
     extra = sorted({k for r in rows for k in r if k.startswith("exchange_")})
     cols = base + extra
     data: dict[str, Any] = {}
@@ -479,15 +514,20 @@ def _deribit_plan(ex: Any, cur: str) -> Plan:
         if not fwd > 0:
             problems.add(inst, f"underlying_price={info.get('underlying_price')!r} missing")
         row.update(
-            bid_coin=_positive_or_nan(_pick(opt.get("bidPrice"), info, "bid_price", inst, problems)),
-            ask_coin=_positive_or_nan(_pick(opt.get("askPrice"), info, "ask_price", inst, problems)),
+            bid_coin=_positive_or_nan(
+                _pick(opt.get("bidPrice"), info, "bid_price", inst, problems)
+            ),
+            ask_coin=_positive_or_nan(
+                _pick(opt.get("askPrice"), info, "ask_price", inst, problems)
+            ),
             mark_coin=_pick(opt.get("markPrice"), info, "mark_price", inst, problems),
             usd_per_coin=fwd,
             forward=fwd,
             discount=1.0,
             open_interest=_pick(opt.get("openInterest"), info, "open_interest", inst, problems),
-            index_price=_num(info.get("estimated_delivery_price"), inst, "estimated_delivery_price",
-                             problems),
+            index_price=_num(
+                info.get("estimated_delivery_price"), inst, "estimated_delivery_price", problems
+            ),
             exchange_iv_mark=_num(info.get("mark_iv"), inst, "mark_iv", problems) / 100.0,
             exchange_interest_rate=_num(info.get("interest_rate"), inst, "interest_rate", problems),
         )
@@ -542,12 +582,15 @@ def _okx_plan(ex: Any, cur: str) -> Plan:
             discount=1.0,
             bid_size=_num(info.get("bidSz"), inst, "bidSz", problems),
             ask_size=_num(info.get("askSz"), inst, "askSz", problems),
-            exchange_iv_mark=_pick(g.get("markImpliedVolatility"), ginfo, "markVol", inst,
-                                   problems),
+            exchange_iv_mark=_pick(
+                g.get("markImpliedVolatility"), ginfo, "markVol", inst, problems
+            ),
             exchange_iv_bid=_positive_or_nan(
-                _pick(g.get("bidImpliedVolatility"), ginfo, "bidVol", inst, problems)),
+                _pick(g.get("bidImpliedVolatility"), ginfo, "bidVol", inst, problems)
+            ),
             exchange_iv_ask=_positive_or_nan(
-                _pick(g.get("askImpliedVolatility"), ginfo, "askVol", inst, problems)),
+                _pick(g.get("askImpliedVolatility"), ginfo, "askVol", inst, problems)
+            ),
             exchange_delta=_num(ginfo.get("deltaBS"), inst, "deltaBS", problems),
             exchange_gamma=_num(ginfo.get("gammaBS"), inst, "gammaBS", problems),
             exchange_vega=_num(ginfo.get("vegaBS"), inst, "vegaBS", problems),
@@ -619,15 +662,16 @@ def _binance_plan(ex: Any, cur: str) -> Plan:
             ask_usd=_positive_or_nan(_pick(tk.get("ask"), info, "askPrice", inst, problems)),
             mark_usd=_pick(g.get("markPrice"), ginfo, "markPrice", inst, problems),
             usd_per_coin=index,
-            forward=math.nan,
-            discount=1.0,
+            forward=math.nan,  # none published: the chain infers forward and discount by parity
+            discount=math.nan,
             index_price=index,
-            exchange_iv_mark=_pick(g.get("markImpliedVolatility"), ginfo, "markIV", inst,
-                                   problems),
+            exchange_iv_mark=_pick(g.get("markImpliedVolatility"), ginfo, "markIV", inst, problems),
             exchange_iv_bid=_positive_or_nan(
-                _pick(g.get("bidImpliedVolatility"), ginfo, "bidIV", inst, problems)),
+                _pick(g.get("bidImpliedVolatility"), ginfo, "bidIV", inst, problems)
+            ),
             exchange_iv_ask=_positive_or_nan(
-                _pick(g.get("askImpliedVolatility"), ginfo, "askIV", inst, problems)),
+                _pick(g.get("askImpliedVolatility"), ginfo, "askIV", inst, problems)
+            ),
             exchange_delta=_pick(g.get("delta"), ginfo, "delta", inst, problems),
             exchange_gamma=_pick(g.get("gamma"), ginfo, "gamma", inst, problems),
             exchange_vega=_pick(g.get("vega"), ginfo, "vega", inst, problems),
@@ -663,8 +707,9 @@ _PLANS: dict[str, Callable[[Any, str], Plan]] = {
 class _Session:
     """State of one fetch: the instance, its tape and recorder, the quote-phase entries."""
 
-    def __init__(self, ex: Any, currency: str, tape: str | os.PathLike[str] | None,
-                 retry: RetryPolicy | None) -> None:
+    def __init__(
+        self, ex: Any, currency: str, tape: str | os.PathLike[str] | None, retry: RetryPolicy | None
+    ) -> None:
         self.ex = ex
         self.currency = currency.upper()
         self.retry = retry or RetryPolicy()

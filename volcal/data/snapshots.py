@@ -55,14 +55,46 @@ __all__ = ["detect_format", "load_snapshot"]
 SnapshotFormat = Literal["deribit", "tardis", "volcal"]
 
 DERIBIT_COLUMNS = frozenset(
-    {"timestamp", "instrument_name", "currency", "option_type", "strike", "expiry_datetime",
-     "underlying", "bid_price", "ask_price", "mark_price"}
+    {
+        "timestamp",
+        "instrument_name",
+        "currency",
+        "option_type",
+        "strike",
+        "expiry_datetime",
+        "underlying",
+        "bid_price",
+        "ask_price",
+        "mark_price",
+    }
 )
 TARDIS_COLUMNS = frozenset(
-    {"exchange", "symbol", "timestamp", "local_timestamp", "type", "strike_price", "expiration",
-     "open_interest", "last_price", "bid_price", "bid_amount", "bid_iv", "ask_price",
-     "ask_amount", "ask_iv", "mark_price", "mark_iv", "underlying_index", "underlying_price",
-     "delta", "gamma", "vega", "theta", "rho"}
+    {
+        "exchange",
+        "symbol",
+        "timestamp",
+        "local_timestamp",
+        "type",
+        "strike_price",
+        "expiration",
+        "open_interest",
+        "last_price",
+        "bid_price",
+        "bid_amount",
+        "bid_iv",
+        "ask_price",
+        "ask_amount",
+        "ask_iv",
+        "mark_price",
+        "mark_iv",
+        "underlying_index",
+        "underlying_price",
+        "delta",
+        "gamma",
+        "vega",
+        "theta",
+        "rho",
+    }
 )
 VOLCAL_COLUMNS = frozenset({*FRAME_COLUMNS, *QUOTE_COLUMNS})
 _FORMATS: dict[SnapshotFormat, frozenset[str]] = {
@@ -166,8 +198,8 @@ def load_snapshot(
         A path (``.parquet``, ``.csv``, ``.csv.gz``) or a DataFrame, in one of the formats of
         this module (recognised from the columns, :func:`detect_format`).
     currency:
-        Underlying coin, e.g. ``"BTC"`` (Deribit ``currency``, the symbol prefix for Tardis,
-        ``underlying`` for volcal files).
+        Underlying coin, e.g. ``"BTC"``, case-insensitive (Deribit ``currency``, the symbol
+        prefix for Tardis, ``underlying`` for volcal files).
     at:
         None: every instant of the source. A timestamp (naive = UTC): the snapshot at or just
         before it. A list of timestamps: one chain per entry (each the snapshot at or before).
@@ -187,6 +219,7 @@ def load_snapshot(
         Unknown format or file type, no rows for ``currency``, no snapshot at or before ``at``,
         or invalid quotes (see :meth:`volcal.OptionChain.from_quotes`).
     """
+    currency = currency.strip().upper()
     frame = _read(source)
     fmt = detect_format(frame)
     wanted = _instants(at)
@@ -281,15 +314,11 @@ def _load_tardis(
         )
     prefix = frame["symbol"].astype(str).str.split("-", n=1).str[0]
     sub = _currency_rows(frame, prefix, currency, "Tardis")
-    ts = pd.DatetimeIndex(pd.to_datetime(sub["timestamp"].to_numpy(np.int64), unit="us",
-                                         utc=True)).as_unit("ns")
+    ts = _tardis_time(sub["timestamp"])
     order = np.argsort(ts.asi8, kind="stable")
     sub = sub.iloc[order].reset_index(drop=True)
     ts_ns = ts.asi8[order]
-    exp_ns = (
-        pd.DatetimeIndex(pd.to_datetime(sub["expiration"].to_numpy(np.int64), unit="us",
-                                        utc=True)).as_unit("ns").asi8
-    )
+    exp_ns = _tardis_time(sub["expiration"]).asi8
     sym_codes = pd.factorize(sub["symbol"])[0]
     available = pd.DatetimeIndex(pd.unique(ts_ns)).tz_localize("UTC")
     if wanted is not None:
@@ -312,6 +341,20 @@ def _load_tardis(
     return _reorder(chains, wanted)
 
 
+def _tardis_time(column: pd.Series) -> pd.DatetimeIndex:
+    """Tardis timestamps: microseconds since the epoch (or already parsed datetimes)."""
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        return pd.DatetimeIndex(pd.to_datetime(column, utc=True)).as_unit("ns")
+    try:
+        micros = column.to_numpy(dtype=np.int64)
+    except (ValueError, TypeError):
+        raise ChainValidationError(
+            f"Tardis {column.name}: expected microseconds since the epoch",
+            field=str(column.name),
+        ) from None
+    return pd.DatetimeIndex(pd.to_datetime(micros, unit="us", utc=True)).as_unit("ns")
+
+
 def _tardis_raw(block: pd.DataFrame, as_of_ns: np.ndarray) -> pd.DataFrame:
     def col(name: str) -> np.ndarray:
         return np.asarray(pd.to_numeric(block[name], errors="coerce"), dtype=np.float64)
@@ -324,7 +367,7 @@ def _tardis_raw(block: pd.DataFrame, as_of_ns: np.ndarray) -> pd.DataFrame:
         {
             "as_of": pd.DatetimeIndex(as_of_ns.astype("datetime64[ns]"), tz="UTC"),
             "symbol": block["symbol"].astype(str).to_numpy(),
-            "expiry": pd.to_datetime(block["expiration"].to_numpy(np.int64), unit="us", utc=True),
+            "expiry": _tardis_time(block["expiration"]),
             "strike": col("strike_price"),
             "call": block["type"].to_numpy(),
             "bid_coin": bid,

@@ -82,7 +82,7 @@ def route_responder(
     routes:
         ``{"/public/get_instruments": payload, ...}``: a JSON-ready object, a
         :class:`~volcal.data.tape.TransportReply`, or a callable of the query dictionary
-        returning either (or a list of them, served in turn, the last one repeated).
+        returning either; or a *tuple* of those, served in turn (the last one repeated).
     received_ns:
         Receive time of the first response (UTC epoch ns); each later one is ``step_ns``
         later, so tapes are deterministic.
@@ -95,7 +95,7 @@ def route_responder(
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         for suffix, target in routes.items():
             if parts.path.endswith(suffix):
-                if isinstance(target, list):
+                if isinstance(target, tuple):
                     i = counters.get(suffix, 0)
                     counters[suffix] = i + 1
                     target = target[min(i, len(target) - 1)]
@@ -355,8 +355,8 @@ def _last_friday(year: int, month: int) -> pd.Timestamp:
 def deribit_expiries(as_of: pd.Timestamp) -> list[tuple[pd.Timestamp, str]]:
     """Deribit-like expiry set after ``as_of``: ``(expiry at 08:00 UTC, class)``.
 
-    From one day after ``as_of``: the next 3 days, the next 3 Fridays, the last Fridays of the next 3 months and the
-    quarterly last Fridays up to one year.
+    From one day after ``as_of``: the next 3 days, the next 3 Fridays, the last Fridays of
+    the next 3 months and the quarterly last Fridays up to one year.
     """
     out: dict[pd.Timestamp, str] = {}
     first = as_of + pd.Timedelta(days=1)  # the shortest expiry is at least one day away
@@ -398,16 +398,19 @@ def synthetic_deribit_chain(
         a, b, rho, m, sig = market.svi(t)
         step = market.strike_steps[kind]
         sd = market.atm_vol(t) * math.sqrt(t)
-        lo = fwd * math.exp(-max(3.0 * sd, 0.06))
-        hi = fwd * math.exp(max(3.5 * sd, 0.06))
+        lo = fwd * math.exp(-min(max(3.0 * sd, 0.06), 1.6))
+        hi = fwd * math.exp(min(max(3.5 * sd, 0.06), 1.4))
         strikes = np.arange(math.ceil(lo / step) * step, hi + step / 2, step)
         if len(strikes) > 40:  # Deribit lists coarser grids far out
             strikes = strikes[:: math.ceil(len(strikes) / 40)]
         k = np.log(strikes / fwd)
         vol = np.sqrt(svi_total_variance(k, a, b, rho, m, sig) / t)
         futures = kind in ("monthly", "quarterly")
-        index_name = (f"{market.currency}-{deribit_date(expiry)}" if futures
-                      else f"SYN.{market.currency}-{deribit_date(expiry)}")
+        index_name = (
+            f"{market.currency}-{deribit_date(expiry)}"
+            if futures
+            else f"SYN.{market.currency}-{deribit_date(expiry)}"
+        )
         oi_scale = {"daily": 40.0, "weekly": 150.0, "monthly": 600.0, "quarterly": 1200.0}[kind]
         if market.currency == "ETH":
             oi_scale *= 12.0
@@ -456,6 +459,13 @@ def synthetic_deribit_chain(
     return pd.DataFrame(rows)
 
 
+def _none_if_nan(x: Any) -> float | None:
+    """JSON null for a missing quote."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return None
+    return float(x)
+
+
 def synthetic_deribit_responder(
     markets: Sequence[SyntheticMarket], as_of: pd.Timestamp, seed: int
 ) -> tuple[Responder, dict[str, pd.DataFrame]]:
@@ -470,17 +480,22 @@ def synthetic_deribit_responder(
     for mk in markets:
         chain = chains[mk.currency]
         instruments.append(deribit_future_instrument(mk.currency, None, created_ms))
-        for exp in sorted(set(chain.loc[chain["underlying_index"].str.startswith(mk.currency),
-                                        "expiry"])):
+        for exp in sorted(
+            set(chain.loc[chain["underlying_index"].str.startswith(mk.currency), "expiry"])
+        ):
             instruments.append(deribit_future_instrument(mk.currency, exp, created_ms))
         rows = []
-        for r in chain.itertuples(index=False):
-            inst = deribit_option_instrument(mk.currency, r.expiry, r.strike, r.call, created_ms)
+        records: list[dict[str, Any]] = [
+            {str(k): v for k, v in rec.items()} for rec in chain.to_dict(orient="records")
+        ]
+        for r in records:
+            inst = deribit_option_instrument(
+                mk.currency, r["expiry"], float(r["strike"]), bool(r["call"]), created_ms
+            )
             inst["instrument_id"] = 100_000 + len(instruments)
             instruments.append(inst)
-            bid, ask = r.bid_coin, r.ask_coin
-            bid = None if bid is None or (isinstance(bid, float) and math.isnan(bid)) else bid
-            ask = None if ask is None or (isinstance(ask, float) and math.isnan(ask)) else ask
+            bid = _none_if_nan(r["bid_coin"])
+            ask = _none_if_nan(r["ask_coin"])
             mid = None if bid is None or ask is None else round((bid + ask) / 2, 8)
             rows.append(
                 {
@@ -488,16 +503,16 @@ def synthetic_deribit_responder(
                     "base_currency": mk.currency,
                     "quote_currency": mk.currency,
                     "creation_timestamp": received_ns // 10**6,
-                    "underlying_index": r.underlying_index,
-                    "underlying_price": r.forward,
+                    "underlying_index": r["underlying_index"],
+                    "underlying_price": r["forward"],
                     "estimated_delivery_price": mk.spot,
                     "interest_rate": 0.0,
-                    "mark_price": r.mark_coin,
-                    "mark_iv": round(r.vol * 100, 2),
+                    "mark_price": r["mark_coin"],
+                    "mark_iv": round(float(r["vol"]) * 100, 2),
                     "bid_price": bid,
                     "ask_price": ask,
                     "mid_price": mid,
-                    "open_interest": r.open_interest,
+                    "open_interest": r["open_interest"],
                     "volume": 0.0,
                     "volume_usd": 0.0,
                     "price_change": None,
@@ -515,7 +530,8 @@ def synthetic_deribit_responder(
             summaries.get(q.get("currency", ""), []), received_ns
         ),
     }
-    return route_responder(routes, received_ns=received_ns), chains
+    # markets at as_of - 2 ms, then - 1 ms: the quotes (third response) arrive at as_of
+    return route_responder(routes, received_ns=received_ns - 2_000_000), chains
 
 
 def write_synthetic_deribit_tape(
@@ -559,8 +575,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = out / f"deribit-{cur}-synthetic.jsonl.gz"
         raw = write_synthetic_deribit_tape(cur, path, seed=args.seed)
         n_exp = raw.frame["expiry"].nunique()
-        print(f"{path}: {len(raw.frame)} options, {n_exp} expiries, as_of {raw.as_of}, "
-              f"{path.stat().st_size / 1024:.0f} KiB")
+        print(
+            f"{path}: {len(raw.frame)} options, {n_exp} expiries, as_of {raw.as_of}, "
+            f"{path.stat().st_size / 1024:.0f} KiB"
+        )
     return 0
 
 

@@ -40,7 +40,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -120,9 +120,7 @@ class TapeEntry:
             out["error"] = self.error
             out["message"] = self.message
         else:
-            out.update(
-                status=self.status, reason=self.reason, headers=self.headers, text=self.text
-            )
+            out.update(status=self.status, reason=self.reason, headers=self.headers, text=self.text)
         return out
 
     @classmethod
@@ -145,7 +143,7 @@ class TapeEntry:
 
 def _iso_ns(ns: int) -> str:
     """ISO 8601 UTC text of epoch nanoseconds (microsecond resolution, for people)."""
-    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat()
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat()
 
 
 @dataclass
@@ -184,9 +182,7 @@ class Tape:
     def to_bytes(self) -> bytes:
         """The gzip JSON-lines bytes of the tape (deterministic: gzip mtime is 0)."""
         lines = [json.dumps(self.header, sort_keys=True, ensure_ascii=False)]
-        lines += [
-            json.dumps(e.to_json(), sort_keys=True, ensure_ascii=False) for e in self.entries
-        ]
+        lines += [json.dumps(e.to_json(), sort_keys=True, ensure_ascii=False) for e in self.entries]
         raw = ("\n".join(lines) + "\n").encode("utf-8")
         buf = io.BytesIO()
         with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, compresslevel=9) as gz:
@@ -205,6 +201,7 @@ class Tape:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a tape is an ordinary data file
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -253,7 +250,7 @@ def new_header(exchange_id: str, config: Mapping[str, Any], **extra: Any) -> dic
         "exchange": exchange_id,
         "config": dict(config),
         "ccxt_version": getattr(ccxt, "__version__", "unknown"),
-        "created": datetime.now(tz=timezone.utc).isoformat(),
+        "created": datetime.now(tz=UTC).isoformat(),
     }
     header.update(extra)
     return header
@@ -306,9 +303,7 @@ class TransportReply:
 
     status: int = 200
     reason: str = "OK"
-    headers: Mapping[str, str] = field(
-        default_factory=lambda: {"Content-Type": "application/json"}
-    )
+    headers: Mapping[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
     text: str = ""
     received_ns: int | None = None
     error: str | None = None
@@ -415,7 +410,7 @@ class _ServedAiohttpRequest:
         reply = self._responder(self._method, self._url, body)
         self._owner._volcal_last_received_ns = reply.received_ns
         if reply.error == "timeout":
-            raise asyncio.TimeoutError(f"(served) timeout for {self._method} {self._url}")
+            raise TimeoutError(f"(served) timeout for {self._method} {self._url}")
         if reply.error is not None:
             import aiohttp
 
@@ -437,6 +432,7 @@ class _ServedAiohttpSession:
     def __init__(self, responder: Responder, owner: Any) -> None:
         self._responder = responder
         self._owner = owner
+        self.headers: dict[str, str] = {}
 
     def _request(self, method: str, url: Any, data: Any = None, **_: Any) -> Any:
         return _ServedAiohttpRequest(self._responder, self._owner, method, url, data)
@@ -486,7 +482,7 @@ def make_exchange(exchange_id: str, config: Mapping[str, Any], *, asynchronous: 
     if asynchronous:
         import ccxt.async_support as ccxt_mod
     else:
-        import ccxt as ccxt_mod  # type: ignore[no-redef]
+        import ccxt as ccxt_mod
     cls = getattr(ccxt_mod, exchange_id, None)
     if cls is None or not isinstance(cls, type):
         raise ValueError(f"unknown ccxt exchange id {exchange_id!r}")
