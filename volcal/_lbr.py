@@ -62,6 +62,7 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
 _SQRT_PI_OVER_2 = math.sqrt(math.pi / 2.0)
+_LOG_INV_SQRT_2PI = -0.5 * math.log(2.0 * math.pi)
 _SPLITTER = 134217729.0  # 2**27 + 1, Dekker's constant for exact products
 
 # Near the money (|h| < _SMALL_H) and for u < _SMALL_U the bracket Y(h+u) - Y(h-u) is summed as
@@ -227,13 +228,29 @@ def normalised_otm_call(x: float, s: float) -> float:
 
 
 @njit(cache=True)
-def _normalised_fast(x: float, s: float) -> float:
-    """b(x, s) for the solver: the direct Mills-ratio difference in the far wings.
+def _log_b_fast(x: float, s: float) -> tuple[float, float]:
+    """(ln b(x, s), b'(s) / b) for the solver, x <= 0, without ever forming tiny numbers.
 
-    It loses up to ``log10(|h| / (2u))`` digits of the *price* there, which cost the implied vol
-    nothing measurable: the price's elasticity to vol, ~h^2, divides the error.
+    Where b = phi(h) e^{-u^2/2} [bracket], ln b = ln phi(0) - (h^2 + u^2)/2 + ln[bracket] and
+    b'/b = 1/[bracket] need no exponential, and the far wings cannot underflow. Far wings of short
+    expiries use the direct (fast) bracket; see :func:`_polish`.
     """
-    return _normalised(x, s, False)
+    h = x / s
+    u = 0.5 * s
+    e = 0.5 * (h * h + u * u)
+    if -h < _SMALL_H and u < _SMALL_U:
+        bracket = _bracket_near(h, u)
+        return _LOG_INV_SQRT_2PI - e + math.log(bracket), 1.0 / bracket
+    if h + u <= 0.0:
+        bracket = _SQRT_PI_OVER_2 * (erfcx(-(h + u) * _INV_SQRT2) - erfcx(-(h - u) * _INV_SQRT2))
+        if bracket <= 0.0:
+            return -math.inf, math.inf
+        return _LOG_INV_SQRT_2PI - e + math.log(bracket), 1.0 / bracket
+    value = 0.5 * (
+        math.exp(0.5 * x) * erfc(-(h + u) * _INV_SQRT2)
+        - math.exp(-0.5 * x) * erfc((u - h) * _INV_SQRT2)
+    )
+    return math.log(value), _INV_SQRT_2PI * math.exp(-e) / value
 
 
 @njit(cache=True)
@@ -327,13 +344,12 @@ def _polish(x: float, s: float, beta: float) -> float:
     price -> vol -> price round-trips.
     """
     h = x / s
-    if -h < _SMALL_H or 0.5 * s > -0.1 * h:
+    u = 0.5 * s
+    if -h < _SMALL_H or u > -0.1 * h:
         return s
-    value = normalised_otm_call(x, s)
-    if value <= 0.0:
-        return s
-    bprime = _INV_SQRT_2PI * math.exp(-0.5 * (h * h + 0.25 * s * s))
-    return s + (math.log(beta) - math.log(value)) * value / bprime
+    bracket = _bracket_far(h, u)
+    log_b = _LOG_INV_SQRT_2PI - 0.5 * (h * h + u * u) + math.log(bracket)
+    return s + (math.log(beta) - log_b) * bracket
 
 
 @njit(cache=True)
@@ -341,7 +357,7 @@ def _solve_normalised(beta: float, x: float) -> tuple[float, int, int]:
     """Solve b(x, s) = beta for s, given x <= 0 and 0 < beta < e^{x/2}."""
     b_max = math.exp(0.5 * x)
     s_c = math.sqrt(-2.0 * x)
-    b_c = 0.5 * b_max - 0.5 * math.exp(-0.5 * x) * erfc(math.sqrt(-x))
+    b_c = 0.5 * b_max - 0.5 / b_max * erfc(_INV_SQRT2 * s_c)
     x2 = x * x
     # The guess (and bracket) follow the branch of beta relative to b(x, s_c); the objective
     # follows beta relative to b_max / 2: ln b while b is the smaller of b and c = b_max - b,
@@ -370,15 +386,13 @@ def _solve_normalised(beta: float, x: float) -> tuple[float, int, int]:
     low = beta <= 0.5 * b_max
     target = math.log(beta) if low else math.log(b_max - beta)
     for it in range(1, _MAX_ITER + 1):
-        bprime = _INV_SQRT_2PI * math.exp(-0.5 * (x2 / (s * s) + 0.25 * s * s))
         if low:
-            value = _normalised_fast(x, s)
-            if value <= 0.0:  # underflow far below the root: move right
+            log_b, q1 = _log_b_fast(x, s)
+            if not math.isfinite(log_b):  # underflow far below the root: move right
                 lo = s
                 s = 0.5 * (s + hi)
                 continue
-            f = math.log(value) - target
-            q1 = bprime / value
+            f = log_b - target
             if f < 0.0:
                 lo = s
             else:
@@ -390,7 +404,7 @@ def _solve_normalised(beta: float, x: float) -> tuple[float, int, int]:
                 s = 0.5 * (s + lo)
                 continue
             f = math.log(value) - target
-            q1 = -bprime / value
+            q1 = -_INV_SQRT_2PI * math.exp(-0.5 * (x2 / (s * s) + 0.25 * s * s)) / value
             if f > 0.0:
                 lo = s
             else:
