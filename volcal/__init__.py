@@ -34,10 +34,24 @@ from volcal.errors import (
     VolcalWarning,
 )
 from volcal.implied import IVStatus, implied_vol, implied_vol_scalar, implied_vol_with_status
+from volcal.surface import ForwardCurve, VolSurface
+from volcal.svi import (
+    ArbitrageReport,
+    OptimizerReport,
+    SurfaceFit,
+    SviJW,
+    SviRaw,
+    SviSliceSettings,
+    SviSurface,
+    butterfly_g,
+    fit_svi,
+    fit_svi_slice,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArbitrageReport",
     "ArbitrageWarning",
     "BlackGreeks",
     "CalibrationError",
@@ -47,8 +61,10 @@ __all__ = [
     "ConvergenceWarning",
     "DataQualityWarning",
     "FetchError",
+    "ForwardCurve",
     "IVStatus",
     "ImpliedVolError",
+    "OptimizerReport",
     "OptionChain",
     "ParityForward",
     "PriceAboveMaximumError",
@@ -56,7 +72,13 @@ __all__ = [
     "QuoteFilters",
     "ReplayError",
     "RetryPolicy",
+    "SurfaceFit",
+    "SviJW",
+    "SviRaw",
+    "SviSliceSettings",
+    "SviSurface",
     "UnknownInstrumentError",
+    "VolSurface",
     "VolcalError",
     "VolcalWarning",
     "__version__",
@@ -64,8 +86,11 @@ __all__ = [
     "afetch_chains",
     "black_greeks",
     "black_price",
+    "butterfly_g",
     "fetch_chain",
     "filter_quotes",
+    "fit_svi",
+    "fit_svi_slice",
     "implied_vol",
     "implied_vol_scalar",
     "implied_vol_with_status",

