@@ -19,6 +19,7 @@ __all__ = [
     "DataQualityWarning",
     "FetchError",
     "ImpliedVolError",
+    "ParameterError",
     "PriceAboveMaximumError",
     "PriceBelowIntrinsicError",
     "ReplayError",
@@ -70,6 +71,10 @@ class PriceBelowIntrinsicError(ImpliedVolError):
 
 class PriceAboveMaximumError(ImpliedVolError):
     """The option price is at or above its no-arbitrage upper bound."""
+
+
+class ParameterError(VolcalError, ValueError):
+    """Model parameters are outside their domain (names the parameter and its value)."""
 
 
 class CalibrationError(VolcalError, RuntimeError):

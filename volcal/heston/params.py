@@ -22,16 +22,9 @@ from typing import ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from volcal.errors import VolcalError
+from volcal.errors import ParameterError
 
 __all__ = ["HestonParams", "ParameterError"]
-
-
-class ParameterError(VolcalError, ValueError):
-    """Model parameters are outside their domain (names the parameter and its value).
-
-    Defined here until ``volcal.errors`` gains a shared home for it.
-    """
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,314 @@
+"""Compiled (Numba) kernels of the fast Heston pricer; see :mod:`volcal.heston.pricer`.
+
+Everything here works on plain floats and arrays; parameters arrive as five floats in the
+order ``v0, kappa, theta, sigma, rho``. The formulas, the quadrature design and the references
+are described in the docstring of :mod:`volcal.heston.pricer`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+from numpy.polynomial.legendre import leggauss
+
+FloatArray = npt.NDArray[np.float64]
+
+# Quadrature settings, chosen by measurement (docs/heston.md, tests/heston/test_pricer.py)
+GL_NODES = 16
+"""Gauss-Legendre nodes per panel."""
+PHASE_PER_PANEL = 20.0
+"""Largest phase (radians of ``k_max + |psi'|``) one panel may cover."""
+PANEL_GROWTH = 16.0
+"""Largest ratio of a panel's right to left end (panels are at most geometric)."""
+SCAN_RATIO = 2.0**0.5
+"""Ratio of consecutive points of the scan grid of ``|phi|``."""
+SCAN_POINTS = 67
+"""Scan intervals: 67 * log10(2**0.5) = 10 decades of ``x``."""
+TAIL_TOL = 1e-14
+"""Bound on the truncated tail of the Lewis integral, in units of ``F``."""
+MAX_NODES = 1 << 16
+"""Above this many nodes for one expiry the price is reported as NaN (not seen in tests)."""
+
+_x, _w = leggauss(GL_NODES)
+GL_X = np.ascontiguousarray(0.5 * (_x + 1.0))
+GL_W = np.ascontiguousarray(0.5 * _w)
+GL_HALF_X = np.ascontiguousarray(-_x[: GL_NODES // 2])
+"""Positive Legendre nodes on [-1, 1] (descending): node r and GL_NODES-1-r are -+ these."""
+_LOG_RATIO_COST = math.log(SCAN_RATIO) / math.log(PANEL_GROWTH)
+
+
+@njit(cache=True, inline="always")
+def _cexpm1(z: complex) -> complex:
+    """exp(z) - 1 without cancellation for small |z|."""
+    x = z.real
+    y = z.imag
+    hs = math.sin(0.5 * y)
+    return complex(math.expm1(x) * math.cos(y) - 2.0 * hs * hs, math.exp(x) * math.sin(y))
+
+
+@njit(cache=True, inline="always")
+def _clog1p(z: complex) -> complex:
+    """Principal log(1 + z) without cancellation for small |z|."""
+    x = z.real
+    y = z.imag
+    return complex(0.5 * math.log1p(x * (2.0 + x) + y * y), math.atan2(y, 1.0 + x))
+
+
+@njit(cache=True)
+def log_cf(
+    v0: float,
+    kappa: float,
+    theta: float,
+    sigma: float,
+    rho: float,
+    u: complex,
+    t: float,
+    grad: npt.NDArray[np.complex128],
+    want_grad: bool,
+) -> complex:
+    """psi(u) = ln E[exp(i u ln(F_t/F_0))]; fills ``grad[0:5]`` with d psi/d(v0..rho) if asked.
+
+    Little-trap form (Albrecher et al. 2007) without divisions by sigma**2 of small numbers:
+    beta = kappa - rho sigma i u, s = u^2 + i u, d = sqrt(beta^2 + sigma^2 s), b = beta + d,
+    a = -sigma^2 s / b, E = 1 - exp(-d t), Q = 2 d + a E, D = -s E / Q,
+    C = kappa theta (a t - 2 log1p(a E / (2 d))) / sigma^2, psi = C + v0 D.
+    """
+    iu = 1j * u
+    s = u * u + iu
+    sig2 = sigma * sigma
+    beta = kappa - rho * sigma * iu
+    d = np.sqrt(beta * beta + sig2 * s)
+    inv_d = 1.0 / d
+    b = beta + d
+    inv_b = 1.0 / b
+    a = -sig2 * s * inv_b
+    big_e = -_cexpm1(-d * t)
+    q = 2.0 * d + a * big_e
+    inv_q = 1.0 / q
+    dd = -s * big_e * inv_q
+    lr = _clog1p(0.5 * a * big_e * inv_d)
+    kts = kappa * theta / sig2
+    cc = kts * (a * t - 2.0 * lr)
+    if want_grad:
+        e_minus = 1.0 - big_e
+        grad[0] = dd
+        grad[2] = cc / theta
+        for row in (1, 3, 4):
+            if row == 1:  # kappa
+                beta_p = complex(1.0, 0.0)
+                sigma_p = 0.0
+            elif row == 3:  # sigma
+                beta_p = -rho * iu
+                sigma_p = 1.0
+            else:  # rho
+                beta_p = -sigma * iu
+                sigma_p = 0.0
+            d_p = (beta * beta_p + sigma * sigma_p * s) * inv_d
+            b_p = beta_p + d_p
+            a_p = -(2.0 * sigma * sigma_p * s + a * b_p) * inv_b
+            e_p = t * d_p * e_minus
+            q_p = 2.0 * d_p + a_p * big_e + a * e_p
+            dd_p = -(s * e_p + dd * q_p) * inv_q
+            lr_p = (a_p * big_e + a * e_p - a * big_e * d_p * inv_d) * inv_q
+            cc_p = kts * (a_p * t - 2.0 * lr_p)
+            if row == 1:
+                cc_p += cc / kappa
+            elif row == 3:
+                cc_p -= 2.0 * cc / sigma
+            grad[row] = cc_p + v0 * dd_p
+    return cc + v0 * dd
+
+
+@njit(cache=True)
+def log_cf_array(
+    v0: float,
+    kappa: float,
+    theta: float,
+    sigma: float,
+    rho: float,
+    u: npt.NDArray[np.complex128],
+    t: FloatArray,
+    want_grad: bool,
+) -> tuple[npt.NDArray[np.complex128], npt.NDArray[np.complex128]]:
+    """:func:`log_cf` over flat arrays; returns ``psi`` (n,) and the gradient (5, n)."""
+    n = u.size
+    psi = np.empty(n, dtype=np.complex128)
+    grad = np.zeros((5, n), dtype=np.complex128)
+    g = np.zeros(5, dtype=np.complex128)
+    for i in range(n):
+        psi[i] = log_cf(v0, kappa, theta, sigma, rho, u[i], t[i], g, want_grad)
+        if want_grad:
+            for j in range(5):
+                grad[j, i] = g[j]
+    return psi, grad
+
+
+@njit(cache=True)
+def build_rule(
+    v0: float,
+    kappa: float,
+    theta: float,
+    sigma: float,
+    rho: float,
+    t: float,
+    w: float,
+    k_max: float,
+) -> tuple[FloatArray, FloatArray, bool]:
+    """Composite Gauss-Legendre nodes and weights for one expiry's Lewis integral.
+
+    Returns ``(x, weight, ok)``; ``ok`` is False when the tail bound is not met within the
+    scan range or more than :data:`MAX_NODES` nodes would be needed.
+    """
+    sqrt_w = math.sqrt(w)
+    x0 = 0.5 / (sqrt_w + k_max)
+    m = SCAN_POINTS
+    xs = np.empty(m + 1)
+    re_psi = np.empty(m + 1)
+    psis = np.empty(m + 1, dtype=np.complex128)
+    g = np.zeros(5, dtype=np.complex128)
+    for j in range(m + 1):
+        xs[j] = x0 * SCAN_RATIO**j
+        psis[j] = log_cf(v0, kappa, theta, sigma, rho, complex(xs[j], -0.5), t, g, False)
+        re_psi[j] = max(psis[j].real, -0.5 * w * (xs[j] * xs[j] + 0.25))
+    # Upper bound of the tail beyond scan point j (left Riemann sum of a decreasing bound of
+    # |phi_BS - phi_H| / x^2, plus |phi|/x beyond the last point), times e^{k_max/2}/pi.
+    factor = math.exp(0.5 * k_max) / math.pi
+    tail = 2.0 * math.exp(re_psi[m]) / xs[m]
+    if tail * factor >= TAIL_TOL:
+        return np.empty(0), np.empty(0), False
+    j_end = 0
+    for j in range(m - 1, -1, -1):
+        tail += 2.0 * math.exp(re_psi[j]) * (xs[j + 1] - xs[j]) / (xs[j] * xs[j])
+        if tail * factor >= TAIL_TOL:
+            j_end = j + 1
+            break
+    # Cumulative panel cost at the scan points: the first panel [0, x0] costs 1; each scan
+    # interval costs its phase / PHASE_PER_PANEL plus its share of the growth limit.
+    cum = np.empty(j_end + 1)
+    cum[0] = 1.0
+    for j in range(j_end):
+        dx = xs[j + 1] - xs[j]
+        slope_h = abs(psis[j + 1] - psis[j]) / dx
+        log_bs = -0.5 * w * (xs[j + 1] * xs[j + 1] + 0.25)
+        slope_bs = w * xs[j + 1] if log_bs > -80.0 else 0.0
+        rate = k_max + max(slope_h, slope_bs) + sqrt_w
+        cum[j + 1] = cum[j] + dx * rate / PHASE_PER_PANEL + _LOG_RATIO_COST
+    n_panels = math.ceil(cum[j_end])
+    if n_panels * GL_NODES > MAX_NODES:
+        return np.empty(0), np.empty(0), False
+    edges = np.empty(n_panels + 1)
+    edges[0] = 0.0
+    edges[n_panels] = xs[j_end]
+    # panel edge i (1 <= i < n_panels) sits where the cumulative cost reaches i
+    j = 0
+    for i in range(1, n_panels):
+        level = float(i)
+        if level <= cum[0]:
+            edges[i] = xs[0] * level / cum[0]
+            continue
+        while j < j_end - 1 and cum[j + 1] < level:
+            j += 1
+        frac = (level - cum[j]) / (cum[j + 1] - cum[j])
+        edges[i] = xs[j] + frac * (xs[j + 1] - xs[j])
+    n = n_panels * GL_NODES
+    x = np.empty(n)
+    weight = np.empty(n)
+    for i in range(n_panels):
+        lo = edges[i]
+        width = edges[i + 1] - lo
+        for r in range(GL_NODES):
+            x[i * GL_NODES + r] = lo + width * GL_X[r]
+            weight[i * GL_NODES + r] = width * GL_W[r]
+    return x, weight, True
+
+
+@njit(cache=True)
+def lewis_corrections(
+    v0: float,
+    kappa: float,
+    theta: float,
+    sigma: float,
+    rho: float,
+    k: FloatArray,
+    t_unique: FloatArray,
+    w_unique: FloatArray,
+    order: npt.NDArray[np.int64],
+    starts: npt.NDArray[np.int64],
+    want_grad: bool,
+) -> tuple[FloatArray, npt.NDArray[np.int64]]:
+    """Heston-minus-Black corrections (column 0) and price gradients (columns 1-5).
+
+    Quotes ``order[starts[e]:starts[e+1]]`` belong to expiry ``e`` (time ``t_unique[e]``,
+    control-variate total variance ``w_unique[e]``). Results are undiscounted, in units of F.
+    Also returns the number of quadrature nodes used per expiry (-1: unresolved, NaN rows).
+    """
+    n_q = k.size
+    ncol = 6 if want_grad else 1
+    out = np.empty((n_q, ncol))
+    n_nodes = np.empty(t_unique.size, dtype=np.int64)
+    g = np.zeros(5, dtype=np.complex128)
+    for e in range(t_unique.size):
+        t = t_unique[e]
+        w = w_unique[e]
+        k_max = 0.0
+        for p in range(starts[e], starts[e + 1]):
+            k_max = max(k_max, abs(k[order[p]]))
+        x, weight, ok = build_rule(v0, kappa, theta, sigma, rho, t, w, k_max)
+        if not ok:
+            n_nodes[e] = -1
+            for p in range(starts[e], starts[e + 1]):
+                for c in range(ncol):
+                    out[order[p], c] = np.nan
+            continue
+        nx = x.size
+        n_nodes[e] = nx
+        h = np.empty((nx, ncol), dtype=np.complex128)
+        for i in range(nx):
+            xi = x[i]
+            s = xi * xi + 0.25
+            psi = log_cf(v0, kappa, theta, sigma, rho, complex(xi, -0.5), t, g, want_grad)
+            phi_h = np.exp(psi)
+            scale = weight[i] / s
+            h[i, 0] = (math.exp(-0.5 * w * s) - phi_h) * scale
+            if want_grad:
+                for c in range(5):
+                    h[i, c + 1] = -phi_h * g[c] * scale
+        # e^{-i x k} on the symmetric node pairs x = c -+ h g_r of each panel (centre c,
+        # half-width h) from cos/sin of k c and k h g_r: 9 instead of 16 sin/cos pairs.
+        n_pan = nx // GL_NODES
+        half = GL_NODES // 2
+        acc = np.empty(ncol)
+        for p in range(starts[e], starts[e + 1]):
+            qi = order[p]
+            kq = k[qi]
+            for c in range(ncol):
+                acc[c] = 0.0
+            for pan in range(n_pan):
+                i0 = pan * GL_NODES
+                i1 = i0 + GL_NODES - 1
+                centre = 0.5 * (x[i0] + x[i1])
+                hw = 0.5 * (x[i1] - x[i0]) / GL_HALF_X[0]
+                c0 = math.cos(kq * centre)
+                s0 = math.sin(kq * centre)
+                for r in range(half):
+                    ang = kq * hw * GL_HALF_X[r]
+                    cr = math.cos(ang)
+                    sr = math.sin(ang)
+                    # left node x = centre - hw g: cos(kx), sin(kx)
+                    cl = c0 * cr + s0 * sr
+                    sl = s0 * cr - c0 * sr
+                    # right node x = centre + hw g
+                    cg = c0 * cr - s0 * sr
+                    sg = s0 * cr + c0 * sr
+                    il = i0 + r
+                    ig = i1 - r
+                    for c in range(ncol):
+                        acc[c] += cl * h[il, c].real + sl * h[il, c].imag
+                        acc[c] += cg * h[ig, c].real + sg * h[ig, c].imag
+            pref = math.exp(0.5 * kq) / math.pi
+            for c in range(ncol):
+                out[qi, c] = acc[c] * pref
+    return out, n_nodes

@@ -1,0 +1,882 @@
+"""Heston calibration: ``HestonCalibrator`` (settings) -> ``HestonFit`` (an immutable result).
+
+Objective
+---------
+``objective="iv"`` (default) minimises ``sum_i w_i (sigma_model_i - sigma_market_i)^2`` over the
+used quotes, with ``sigma`` the Black-76 implied vol (decimal) of the model price on the quote's
+own forward and discount. ``objective="price"`` minimises ``sum_i w_i (P_model_i - P_market_i)^2``
+in price units.
+
+Wing guard
+----------
+A quote does not steer the fit when its market premium is below ``max(tick, min_price)`` or its
+normalised market vega ``phi(d1) = vega / (D F sqrt t)`` is below ``min_vega`` (it is still
+priced and reported, with ``used == False``). For the ``iv`` objective the model's implied vol is
+"floored": below the price ``P_floor = intrinsic + max(tick, min_price, 1e-10 D F)`` it is
+continued linearly with the slope ``1/vega`` it has at ``P_floor``. The residual is then smooth
+(C1) and finite even where a model price has no implied vol, so a wing whose model price falls
+below a tick pulls with a bounded, price-like force instead of an exploding ``1/vega``.
+
+Optimiser
+---------
+SciPy ``least_squares`` (trust-region reflective, box bounds). ``engine="fast"`` uses the
+analytic Jacobian of :func:`volcal.heston.heston_price_jacobian` (Cui et al. 2017);
+``engine="quantlib"`` prices with a QuantLib engine through
+:class:`volcal.heston.quantlib_adapter.QuantLibHestonPricer` and uses finite differences.
+With ``global_stage="auto"`` a fit that does not converge, or whose ``rmse_iv`` exceeds
+``poor_fit_rmse_iv``, is followed by a seeded multi-start: ``n_candidates`` Sobol points in a
+box around the data are screened by one objective evaluation each, local fits run from the best
+``n_local_starts`` of them, and the best result of all wins. ``feller=True`` imposes
+``2 kappa theta >= sigma^2`` by fitting ``zeta = sigma / sqrt(2 kappa theta)`` in ``(0, 1]``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy.optimize import OptimizeResult, least_squares
+from scipy.stats import qmc
+
+from volcal.black import black_greeks
+from volcal.errors import CalibrationError, ConvergenceWarning
+from volcal.heston.params import HestonParams, ParameterError
+from volcal.heston.pricer import heston_price, heston_price_jacobian
+from volcal.heston.quantlib_adapter import QL_ENGINES, QuantLibEngineName, QuantLibHestonPricer
+from volcal.heston.quotes import HestonQuotes
+from volcal.implied import implied_vol
+
+__all__ = [
+    "DEFAULT_BOUNDS",
+    "HestonCalibrator",
+    "HestonFit",
+    "OptimiserReport",
+    "fit_heston",
+]
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+Engine = Literal["fast", "quantlib"]
+Objective = Literal["iv", "price"]
+GlobalStage = Literal["auto", "always", "never"]
+
+DEFAULT_BOUNDS: Mapping[str, tuple[float, float]] = {
+    "v0": (1e-6, 25.0),
+    "kappa": (1e-3, 100.0),
+    "theta": (1e-6, 25.0),
+    "sigma": (1e-3, 20.0),
+    "rho": (-0.999, 0.999),
+}
+"""Box bounds of the optimiser (variances per year; a variance of 25 is a 500 % vol)."""
+
+_NAMES = HestonParams.NAMES
+_SIGMA = 3
+_FELLER_ZETA_MIN = 1e-3
+_FAILED_RESIDUAL = 1e3
+
+
+def _readonly(a: npt.ArrayLike, dtype: type = np.float64) -> npt.NDArray[Any]:
+    out: npt.NDArray[Any] = np.array(a, dtype=dtype, copy=True)
+    out.flags.writeable = False
+    return out
+
+
+@dataclass(frozen=True)
+class OptimiserReport:
+    """What the optimiser did (``converged`` is an optimistic view: check ``rmse_iv`` too).
+
+    Attributes
+    ----------
+    converged:
+        SciPy reported success (a tolerance was met) for the returned start.
+    status:
+        SciPy ``least_squares`` status code (-1 improper input, 0 max evaluations,
+        1 gtol, 2 ftol, 3 xtol, 4 ftol and xtol), or -2 for :meth:`HestonCalibrator.fix`.
+    message:
+        SciPy's message, plus notes from the calibrator.
+    iterations:
+        Jacobian evaluations of the returned local fit (one per accepted trust-region step).
+    n_fev:
+        Objective evaluations, all starts included (finite-difference ones included).
+    n_jev:
+        Jacobian evaluations, all starts included.
+    cost:
+        ``0.5 * sum(r_i^2)`` at the solution (objective units).
+    optimality:
+        First-order optimality (gradient norm, infinity) at the solution.
+    n_starts:
+        Local fits run (1 without a global stage).
+    elapsed_s:
+        Wall time of the whole calibration, seconds.
+    raw:
+        The SciPy ``OptimizeResult`` of the returned local fit (not serialised).
+    """
+
+    converged: bool
+    status: int
+    message: str
+    iterations: int
+    n_fev: int
+    n_jev: int
+    cost: float
+    optimality: float
+    n_starts: int
+    elapsed_s: float = field(compare=False)
+    raw: OptimizeResult | None = field(default=None, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields but ``raw``."""
+        return {
+            "converged": self.converged,
+            "status": self.status,
+            "message": self.message,
+            "iterations": self.iterations,
+            "n_fev": self.n_fev,
+            "n_jev": self.n_jev,
+            "cost": self.cost,
+            "optimality": self.optimality,
+            "n_starts": self.n_starts,
+            "elapsed_s": self.elapsed_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OptimiserReport:
+        """Inverse of :meth:`to_dict` (``raw`` is None)."""
+        return cls(
+            converged=bool(data["converged"]),
+            status=int(data["status"]),
+            message=str(data["message"]),
+            iterations=int(data["iterations"]),
+            n_fev=int(data["n_fev"]),
+            n_jev=int(data["n_jev"]),
+            cost=float(data["cost"]),
+            optimality=float(data["optimality"]),
+            n_starts=int(data["n_starts"]),
+            elapsed_s=float(data["elapsed_s"]),
+        )
+
+
+def _nan_list(a: FloatArray) -> list[float | None]:
+    return [float(x) if np.isfinite(x) else None for x in a]
+
+
+def _from_nan_list(a: list[float | None]) -> FloatArray:
+    return np.array([np.nan if x is None else x for x in a], dtype=np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class HestonFit:
+    """An immutable Heston calibration result.
+
+    Attributes
+    ----------
+    params:
+        Fitted (or fixed) parameters.
+    quotes:
+        The quotes the fit saw (all of them, used or not).
+    model_price:
+        Model premium per quote (unit of ``quotes.price``).
+    model_iv:
+        Black-76 implied vol of ``model_price`` (decimal; NaN where none exists).
+    residuals:
+        Objective residual per quote, unweighted: vol (decimal) for ``objective="iv"`` (using
+        the floored model vol, see the module docstring), price units for ``"price"``.
+    used:
+        True where the quote steered the fit (the wing guard's verdict).
+    rmse_iv:
+        Root mean square of ``model_iv - quotes.iv`` over the used quotes, decimal vol.
+    engine, objective:
+        As passed to the calibrator.
+    settings:
+        The calibrator settings (JSON-friendly).
+    report:
+        The optimiser report.
+    """
+
+    params: HestonParams
+    quotes: HestonQuotes
+    model_price: FloatArray
+    model_iv: FloatArray
+    residuals: FloatArray
+    used: BoolArray
+    rmse_iv: float
+    engine: str
+    objective: str
+    settings: Mapping[str, Any]
+    report: OptimiserReport
+
+    SCHEMA: ClassVar[str] = "volcal.HestonFit"
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        for name in ("model_price", "model_iv", "residuals"):
+            object.__setattr__(self, name, _readonly(getattr(self, name)))
+        object.__setattr__(self, "used", _readonly(self.used, np.bool_))
+
+    @property
+    def iv_error(self) -> FloatArray:
+        """``model_iv - quotes.iv`` per quote (decimal vol)."""
+        return self.model_iv - self.quotes.iv
+
+    @property
+    def sse_iv_points(self) -> float:
+        """Sum over used quotes of ``(100 * iv_error)^2`` (vol points squared)."""
+        err = self.iv_error[self.used]
+        return float(np.sum((100.0 * err) ** 2))
+
+    @property
+    def n_used(self) -> int:
+        """Number of quotes that steered the fit."""
+        return int(np.count_nonzero(self.used))
+
+    def surface(self) -> Any:
+        """The fitted :class:`volcal.heston.HestonSurface`, with the quotes' forwards
+        (``volcal.surface.ForwardCurve`` through the per-expiry forwards) and expiries."""
+        from volcal.heston.surface import HestonSurface
+        from volcal.surface import ForwardCurve  # imported late: volcal.surface is downstream
+
+        t, inverse = np.unique(self.quotes.t, return_inverse=True)
+        forwards = np.bincount(inverse, weights=self.quotes.forward) / np.bincount(inverse)
+        curve = ForwardCurve(t=tuple(t.tolist()), forwards=tuple(forwards.tolist()))
+        return HestonSurface(self.params, forward_curve=curve, expiry_times=tuple(t.tolist()))
+
+    def summary(self) -> str:
+        """A text report: parameters, fit quality, wing guard and optimiser diagnostics."""
+        p = self.params
+        r = self.report
+        lines = [
+            "Heston calibration",
+            "==================",
+            f"engine: {self.engine}"
+            + (f" ({self.settings.get('ql_engine')})" if self.engine == "quantlib" else "")
+            + f"    objective: {self.objective}    quotes: {len(self.quotes)} "
+            f"(used {self.n_used})",
+            "",
+            "parameter        value",
+            f"v0         {p.v0:12.6g}   (spot vol {math.sqrt(p.v0):.4f})",
+            f"kappa      {p.kappa:12.6g}",
+            f"theta      {p.theta:12.6g}   (long-run vol {math.sqrt(p.theta):.4f})",
+            f"sigma      {p.sigma:12.6g}",
+            f"rho        {p.rho:12.6g}",
+            f"Feller 2 kappa theta / sigma^2 = {p.feller_ratio:.4g} "
+            f"({'holds' if p.feller else 'violated'}"
+            f"{', imposed' if self.settings.get('feller') else ''})",
+            "",
+            f"rmse_iv  {100 * self.rmse_iv:.4f} vol points    "
+            f"max |iv error| {100 * float(np.nanmax(np.abs(self.iv_error[self.used]))):.4f} "
+            f"vol points (used quotes)",
+            f"SSE      {self.sse_iv_points:.6g} vol points^2",
+            "",
+            f"optimiser: {'converged' if r.converged else 'NOT CONVERGED'} (status {r.status}) "
+            f"- {r.message}",
+            f"  iterations {r.iterations}, evaluations {r.n_fev} (+{r.n_jev} Jacobians), "
+            f"starts {r.n_starts}, cost {r.cost:.6g}, optimality {r.optimality:.3g}, "
+            f"time {r.elapsed_s:.3f} s",
+        ]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict with ``schema`` and ``schema_version`` (NaN as None)."""
+        return {
+            "schema": self.SCHEMA,
+            "schema_version": self.SCHEMA_VERSION,
+            "params": self.params.to_dict(),
+            "quotes": self.quotes.to_dict(),
+            "model_price": _nan_list(self.model_price),
+            "model_iv": _nan_list(self.model_iv),
+            "residuals": _nan_list(self.residuals),
+            "used": [bool(x) for x in self.used],
+            "rmse_iv": self.rmse_iv,
+            "engine": self.engine,
+            "objective": self.objective,
+            "settings": dict(self.settings),
+            "report": self.report.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HestonFit:
+        """Inverse of :meth:`to_dict`; checks the schema name and version."""
+        if data.get("schema") != cls.SCHEMA:
+            raise ParameterError(f"not a {cls.SCHEMA} dict: schema {data.get('schema')!r}")
+        version = data.get("schema_version")
+        if version != cls.SCHEMA_VERSION:
+            raise ParameterError(
+                f"{cls.SCHEMA} schema_version {version!r} is not supported "
+                f"(this volcal reads version {cls.SCHEMA_VERSION})"
+            )
+        return cls(
+            params=HestonParams.from_dict(data["params"]),
+            quotes=HestonQuotes.from_dict(data["quotes"]),
+            model_price=_from_nan_list(data["model_price"]),
+            model_iv=_from_nan_list(data["model_iv"]),
+            residuals=_from_nan_list(data["residuals"]),
+            used=np.array(data["used"], dtype=np.bool_),
+            rmse_iv=float(data["rmse_iv"]),
+            engine=str(data["engine"]),
+            objective=str(data["objective"]),
+            settings=dict(data["settings"]),
+            report=OptimiserReport.from_dict(data["report"]),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        """Equal values (the optimiser's wall time and raw result are ignored)."""
+        if not isinstance(other, HestonFit):
+            return NotImplemented
+        mine, theirs = self.to_dict(), other.to_dict()
+        for d in (mine, theirs):
+            d["report"].pop("elapsed_s")
+        return mine == theirs
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# ---------------------------------------------------------------------------------------------
+# objective
+# ---------------------------------------------------------------------------------------------
+class _Problem:
+    """Residuals and Jacobian of one calibration (used quotes only), in free variables ``z``."""
+
+    def __init__(
+        self,
+        quotes: HestonQuotes,
+        used: BoolArray,
+        *,
+        engine: Engine,
+        objective: Objective,
+        ql_engine: QuantLibEngineName,
+        ql_engine_options: Mapping[str, Any] | None,
+        fixed: Mapping[str, float],
+        feller: bool,
+        min_price: float,
+    ) -> None:
+        self.q = quotes.subset(used)
+        self.engine = engine
+        self.objective = objective
+        self.fixed = dict(fixed)
+        self.feller = feller
+        self.free = [n for n in _NAMES if n not in self.fixed]
+        q = self.q
+        self.sqrt_w = np.sqrt(q.weight)
+        self.ql_pricer: QuantLibHestonPricer | None = None
+        if engine == "quantlib":
+            self.ql_pricer = QuantLibHestonPricer(
+                q.forward,
+                q.strike,
+                q.t,
+                q.call,
+                q.discount,
+                engine=ql_engine,
+                engine_options=dict(ql_engine_options or {}),
+            )
+        sign = np.where(q.call, 1.0, -1.0)
+        intrinsic = q.discount * np.maximum(sign * (q.forward - q.strike), 0.0)
+        floor = np.maximum.reduce(
+            [q.tick, np.full(len(q), min_price), 1e-10 * q.discount * q.forward]
+        )
+        self.p_floor = intrinsic + floor
+        self.iv_floor = np.asarray(
+            implied_vol(self.p_floor, q.forward, q.strike, q.t, q.call, q.discount)
+        )
+        self.vega_floor = self._vega(self.iv_floor)
+        self.mkt_vega = self._vega(q.iv)
+        self._cache_key: bytes | None = None
+        self._cache: tuple[FloatArray, FloatArray | None] | None = None
+        self.n_fev = 0
+        self.n_jev = 0
+
+    def _vega(self, vol: FloatArray) -> FloatArray:
+        q = self.q
+        return np.asarray(black_greeks(q.forward, q.strike, q.t, vol, q.call, q.discount).vega)
+
+    # parameter transforms ---------------------------------------------------------------------
+    def params_of(self, z: FloatArray) -> HestonParams:
+        values = dict(self.fixed)
+        values.update(zip(self.free, (float(x) for x in z), strict=True))
+        if self.feller:
+            values["sigma"] = values["sigma"] * math.sqrt(2.0 * values["kappa"] * values["theta"])
+        return HestonParams(**values)
+
+    def z_of(self, p: HestonParams) -> FloatArray:
+        values = p.to_dict()
+        if self.feller:
+            values["sigma"] = min(1.0, p.sigma / math.sqrt(2.0 * p.kappa * p.theta))
+        return np.array([values[n] for n in self.free])
+
+    def bounds(self, box: Mapping[str, tuple[float, float]]) -> tuple[FloatArray, FloatArray]:
+        lo, hi = [], []
+        for n in self.free:
+            a, b = box[n]
+            if self.feller and n == "sigma":
+                a, b = _FELLER_ZETA_MIN, 1.0
+            lo.append(a)
+            hi.append(b)
+        return np.array(lo), np.array(hi)
+
+    def _chain(self, p: HestonParams, grad: FloatArray) -> FloatArray:
+        """Columns d/d(free z) from d/d(v0..rho) (applies the Feller transform)."""
+        g = grad.copy()
+        if self.feller:
+            ds = g[:, _SIGMA].copy()
+            g[:, 1] += ds * p.sigma / (2.0 * p.kappa)
+            g[:, 2] += ds * p.sigma / (2.0 * p.theta)
+            g[:, _SIGMA] = ds * math.sqrt(2.0 * p.kappa * p.theta)
+        cols = [_NAMES.index(n) for n in self.free]
+        return g[:, cols]
+
+    # pricing ----------------------------------------------------------------------------------
+    def prices(self, p: HestonParams, want_jac: bool) -> tuple[FloatArray, FloatArray | None]:
+        q = self.q
+        if self.ql_pricer is not None:
+            return np.asarray(self.ql_pricer.price(p)).ravel(), None
+        price, jac = heston_price_jacobian(p, q.forward, q.strike, q.t, q.call, q.discount)
+        return price, (jac if want_jac else None)
+
+    def model_vol(self, price: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Floored model vol (see module docstring) and d vol / d price."""
+        q = self.q
+        vol = np.asarray(implied_vol(price, q.forward, q.strike, q.t, q.call, q.discount))
+        above = (price >= self.p_floor) & np.isfinite(vol)
+        vega = np.where(above, self._vega(np.where(above, vol, 0.2)), self.vega_floor)
+        vol = np.where(above, vol, self.iv_floor + (price - self.p_floor) / self.vega_floor)
+        return vol, 1.0 / vega
+
+    def _evaluate(self, z: FloatArray, want_jac: bool) -> tuple[FloatArray, FloatArray | None]:
+        key = z.tobytes()
+        cached = self._cache
+        hit = self._cache_key == key and cached is not None
+        if hit and cached is not None and (not want_jac or cached[1] is not None):
+            return cached
+        p = self.params_of(z)
+        price, dprice = self.prices(p, want_jac=want_jac or self.engine == "fast")
+        self.n_fev += 1
+        if self.objective == "iv":
+            vol, dvol_dprice = self.model_vol(price)
+            r = self.sqrt_w * (vol - self.q.iv)
+            scale = self.sqrt_w * dvol_dprice
+        else:
+            r = self.sqrt_w * (price - self.q.price)
+            scale = self.sqrt_w
+        jac = None
+        bad = ~np.isfinite(r)
+        if dprice is not None:
+            with np.errstate(invalid="ignore", over="ignore"):  # sanitised on the next line
+                jac = self._chain(p, dprice) * scale[:, None]
+            jac[bad | ~np.all(np.isfinite(jac), axis=1)] = 0.0
+        # an unpriceable quote (NaN: quadrature not resolved at extreme parameters) makes the
+        # point very bad instead of crashing the optimiser
+        r = np.where(bad, _FAILED_RESIDUAL, r)
+        self._cache_key, self._cache = key, (r, jac)
+        return r, jac
+
+    def residuals(self, z: FloatArray) -> FloatArray:
+        return self._evaluate(np.asarray(z, dtype=np.float64), want_jac=False)[0]
+
+    def jacobian(self, z: FloatArray) -> FloatArray:
+        self.n_jev += 1
+        _, jac = self._evaluate(np.asarray(z, dtype=np.float64), want_jac=True)
+        assert jac is not None
+        return jac
+
+
+# ---------------------------------------------------------------------------------------------
+# calibrator
+# ---------------------------------------------------------------------------------------------
+def _initial_guess(quotes: HestonQuotes, used: BoolArray) -> HestonParams:
+    """Start from the data: v0 and theta from near-the-money vols of the first and last expiry."""
+    q = quotes.subset(used) if used.any() else quotes
+    k = np.abs(q.k / np.sqrt(q.t))
+    t_sorted = np.unique(q.t)
+
+    def atm_var(t: float) -> float:
+        sel = q.t == t
+        i = np.flatnonzero(sel)[np.argmin(k[sel])]
+        vol = q.iv[i] if np.isfinite(q.iv[i]) else 0.5
+        return float(min(max(vol * vol, 1e-4), 16.0))
+
+    v0 = atm_var(float(t_sorted[0]))
+    theta = atm_var(float(t_sorted[-1]))
+    return HestonParams(
+        v0=v0, kappa=2.0, theta=theta, sigma=min(2.0 * math.sqrt(theta), 5.0), rho=-0.3
+    )
+
+
+class HestonCalibrator:
+    """Settings of a Heston calibration; :meth:`fit` returns an immutable :class:`HestonFit`.
+
+    Parameters
+    ----------
+    engine:
+        ``"fast"`` (volcal's characteristic-function pricer, analytic Jacobian) or
+        ``"quantlib"`` (a QuantLib engine, finite-difference Jacobian).
+    objective:
+        ``"iv"`` (implied-vol errors, decimal) or ``"price"`` (premium errors, price units).
+    ql_engine:
+        QuantLib engine for ``engine="quantlib"``: ``"analytic"``, ``"cos"`` or
+        ``"exponential_fitting"``; ``ql_engine_options`` are passed to it
+        (see :class:`volcal.heston.quantlib_adapter.QuantLibHestonPricer`).
+    start:
+        Start parameters; default: from the data (ATM vols of the first and last expiry,
+        ``kappa = 2``, ``sigma = 2 sqrt(theta)``, ``rho = -0.3``).
+    bounds:
+        Box bounds per parameter name (missing names take :data:`DEFAULT_BOUNDS`).
+    fixed:
+        Parameters held at a value (``{"kappa": 2.0}``), not fitted.
+    feller:
+        Impose ``2 kappa theta >= sigma^2`` (default False: crypto fits usually violate it).
+    min_vega:
+        Quotes with normalised market vega ``phi(d1)`` below this do not steer the fit.
+    min_price:
+        Quotes with market premium below ``max(min_price, tick)`` do not steer the fit (price
+        units; the quotes' own ``tick`` applies as well).
+    global_stage:
+        ``"auto"``: multi-start only when the first fit is poor (not converged, or ``rmse_iv``
+        above ``poor_fit_rmse_iv``); ``"always"``; ``"never"``.
+    poor_fit_rmse_iv:
+        Decimal vol; see ``global_stage``.
+    n_candidates, n_local_starts:
+        Sobol candidates screened and local fits run in the global stage.
+    seed:
+        Seed of the global stage (the calibration is deterministic given the seed).
+    ftol, xtol, gtol, max_nfev:
+        Passed to ``scipy.optimize.least_squares`` (``max_nfev`` per local fit).
+    diff_step:
+        Relative finite-difference step for ``engine="quantlib"`` (SciPy's default if None).
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: Engine = "fast",
+        objective: Objective = "iv",
+        ql_engine: QuantLibEngineName = "analytic",
+        ql_engine_options: Mapping[str, Any] | None = None,
+        start: HestonParams | None = None,
+        bounds: Mapping[str, tuple[float, float]] | None = None,
+        fixed: Mapping[str, float] | None = None,
+        feller: bool = False,
+        min_vega: float = 1e-4,
+        min_price: float = 0.0,
+        global_stage: GlobalStage = "auto",
+        poor_fit_rmse_iv: float = 0.02,
+        n_candidates: int = 64,
+        n_local_starts: int = 4,
+        seed: int = 0,
+        ftol: float = 1e-12,
+        xtol: float = 1e-12,
+        gtol: float = 1e-12,
+        max_nfev: int = 200,
+        diff_step: float | None = None,
+    ) -> None:
+        self.engine = engine
+        self.objective = objective
+        self.ql_engine = ql_engine
+        self.ql_engine_options = ql_engine_options
+        self.start = start
+        self.bounds = bounds
+        self.fixed = fixed
+        self.feller = feller
+        self.min_vega = min_vega
+        self.min_price = min_price
+        self.global_stage = global_stage
+        self.poor_fit_rmse_iv = poor_fit_rmse_iv
+        self.n_candidates = n_candidates
+        self.n_local_starts = n_local_starts
+        self.seed = seed
+        self.ftol = ftol
+        self.xtol = xtol
+        self.gtol = gtol
+        self.max_nfev = max_nfev
+        self.diff_step = diff_step
+
+    # -- settings -------------------------------------------------------------------------------
+    def _check(self) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+        if self.engine not in ("fast", "quantlib"):
+            raise ParameterError(f"engine must be 'fast' or 'quantlib', got {self.engine!r}")
+        if self.objective not in ("iv", "price"):
+            raise ParameterError(f"objective must be 'iv' or 'price', got {self.objective!r}")
+        if self.ql_engine not in QL_ENGINES:
+            raise ParameterError(f"ql_engine must be one of {QL_ENGINES}, got {self.ql_engine!r}")
+        if self.global_stage not in ("auto", "always", "never"):
+            raise ParameterError(f"global_stage must be auto/always/never: {self.global_stage!r}")
+        box = dict(DEFAULT_BOUNDS)
+        for name, (lo, hi) in (self.bounds or {}).items():
+            if name not in box:
+                raise ParameterError(f"unknown Heston parameter in bounds: {name!r}")
+            if not lo < hi:
+                raise ParameterError(f"bounds of {name} must satisfy lo < hi, got {(lo, hi)}")
+            box[name] = (float(lo), float(hi))
+        fixed = {n: float(v) for n, v in (self.fixed or {}).items()}
+        unknown = set(fixed) - set(_NAMES)
+        if unknown:
+            raise ParameterError(f"unknown Heston parameter(s) in fixed: {sorted(unknown)}")
+        if len(fixed) == len(_NAMES):
+            raise ParameterError("all five Heston parameters are fixed: use fix() instead")
+        if self.feller and ({"kappa", "theta", "sigma"} & set(fixed)):
+            raise ParameterError("feller=True cannot be combined with fixed kappa, theta or sigma")
+        return box, fixed
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as a JSON-friendly dict (stored in each :class:`HestonFit`)."""
+        return {
+            "engine": self.engine,
+            "objective": self.objective,
+            "ql_engine": self.ql_engine,
+            "ql_engine_options": dict(self.ql_engine_options or {}),
+            "start": None if self.start is None else self.start.to_dict(),
+            "bounds": {k: list(v) for k, v in (self.bounds or {}).items()},
+            "fixed": dict(self.fixed or {}),
+            "feller": self.feller,
+            "min_vega": self.min_vega,
+            "min_price": self.min_price,
+            "global_stage": self.global_stage,
+            "poor_fit_rmse_iv": self.poor_fit_rmse_iv,
+            "n_candidates": self.n_candidates,
+            "n_local_starts": self.n_local_starts,
+            "seed": self.seed,
+            "ftol": self.ftol,
+            "xtol": self.xtol,
+            "gtol": self.gtol,
+            "max_nfev": self.max_nfev,
+            "diff_step": self.diff_step,
+        }
+
+    def guard(self, quotes: HestonQuotes) -> BoolArray:
+        """The wing guard: True where a quote may steer the fit (see the module docstring)."""
+        with np.errstate(invalid="ignore"):  # NaN market vols simply fail the test
+            ok = np.isfinite(quotes.iv) & np.isfinite(quotes.price) & (quotes.weight > 0)
+            ok &= quotes.price > np.maximum(quotes.tick, self.min_price)
+            ok &= quotes.price > 0
+            ok &= quotes.normalised_vega >= self.min_vega
+        return np.asarray(ok)
+
+    # -- fitting --------------------------------------------------------------------------------
+    def _make_fit(
+        self, params: HestonParams, quotes: HestonQuotes, used: BoolArray, report: OptimiserReport
+    ) -> HestonFit:
+        q = quotes
+        if self.engine == "quantlib":
+            pricer = QuantLibHestonPricer(
+                q.forward,
+                q.strike,
+                q.t,
+                q.call,
+                q.discount,
+                engine=self.ql_engine,
+                engine_options=dict(self.ql_engine_options or {}),
+            )
+            price = np.asarray(pricer.price(params)).ravel()
+        else:
+            price = np.asarray(
+                heston_price(params, q.forward, q.strike, q.t, q.call, q.discount)
+            ).ravel()
+        model_iv = np.asarray(implied_vol(price, q.forward, q.strike, q.t, q.call, q.discount))
+        residuals = model_iv - q.iv if self.objective == "iv" else price - q.price
+        err = (model_iv - q.iv)[used]
+        rmse = float(np.sqrt(np.mean(err * err))) if err.size else math.nan
+        return HestonFit(
+            params=params,
+            quotes=q,
+            model_price=price,
+            model_iv=model_iv,
+            residuals=residuals,
+            used=used,
+            rmse_iv=rmse,
+            engine=self.engine,
+            objective=self.objective,
+            settings=self.settings(),
+            report=report,
+        )
+
+    def fix(self, params: HestonParams, data: object) -> HestonFit:
+        """A :class:`HestonFit` at given parameters, without fitting (e.g. yesterday's fit on
+        today's quotes)."""
+        self._check()
+        quotes = HestonQuotes.coerce(data)
+        used = self.guard(quotes)
+        report = OptimiserReport(
+            converged=False,
+            status=-2,
+            message="parameters fixed by the caller (no fit)",
+            iterations=0,
+            n_fev=0,
+            n_jev=0,
+            cost=math.nan,
+            optimality=math.nan,
+            n_starts=0,
+            elapsed_s=0.0,
+        )
+        fit = self._make_fit(params, quotes, used, report)
+        r = fit.residuals[used] * np.sqrt(quotes.weight[used])
+        return replace(fit, report=replace(report, cost=0.5 * float(np.sum(r * r))))
+
+    def _local(
+        self, problem: _Problem, z0: FloatArray, lo: FloatArray, hi: FloatArray, max_nfev: int
+    ) -> OptimizeResult:
+        jac: Callable[[FloatArray], FloatArray] | str
+        jac = problem.jacobian if problem.engine == "fast" else "2-point"
+        z0 = np.clip(z0, lo + 1e-12 * (hi - lo), hi - 1e-12 * (hi - lo))
+        return least_squares(
+            problem.residuals,
+            z0,
+            jac=jac,
+            bounds=(lo, hi),
+            method="trf",
+            x_scale="jac",
+            ftol=self.ftol,
+            xtol=self.xtol,
+            gtol=self.gtol,
+            max_nfev=max_nfev,
+            diff_step=self.diff_step,
+        )
+
+    def _rmse_iv(self, problem: _Problem, z: FloatArray) -> float:
+        price, _ = problem.prices(problem.params_of(z), want_jac=False)
+        q = problem.q
+        vol = np.asarray(implied_vol(price, q.forward, q.strike, q.t, q.call, q.discount))
+        err = vol - q.iv
+        return float(np.sqrt(np.mean(err * err))) if np.all(np.isfinite(err)) else math.inf
+
+    def _candidates(
+        self, problem: _Problem, start: HestonParams, lo: FloatArray, hi: FloatArray
+    ) -> FloatArray:
+        """Sobol points in a box around the data (seeded), in free variables, clipped."""
+        v_lo, v_hi = 0.25 * min(start.v0, start.theta), 4.0 * max(start.v0, start.theta)
+        box = {
+            "v0": (math.log(max(v_lo, 1e-6)), math.log(v_hi), True),
+            "theta": (math.log(max(v_lo, 1e-6)), math.log(v_hi), True),
+            "kappa": (math.log(0.2), math.log(20.0), True),
+            "sigma": (math.log(0.1), math.log(5.0), True),
+            "rho": (-0.9, 0.5, False),
+        }
+        if problem.feller:
+            box["sigma"] = (math.log(0.05), 0.0, True)
+        sampler = qmc.Sobol(d=len(problem.free), scramble=True, seed=self.seed)
+        u = sampler.random(self.n_candidates)
+        cols = []
+        for j, name in enumerate(problem.free):
+            a, b, log = box[name]
+            x = a + (b - a) * u[:, j]
+            cols.append(np.exp(x) if log else x)
+        z = np.column_stack(cols)
+        return np.clip(z, lo, hi)
+
+    def fit(self, data: object) -> HestonFit:
+        """Calibrate to ``data`` (``HestonQuotes``, a chain DataFrame, or an object with a
+        ``.quotes`` DataFrame).
+
+        Returns
+        -------
+        HestonFit
+            The result. Non-convergence is a :class:`volcal.errors.ConvergenceWarning` and
+            ``report.converged == False``, not an exception.
+
+        Raises
+        ------
+        CalibrationError
+            No quote passes the wing guard, or fewer used quotes than free parameters.
+        """
+        t_start = time.perf_counter()
+        box, fixed = self._check()
+        quotes = HestonQuotes.coerce(data)
+        used = self.guard(quotes)
+        n_free = len(_NAMES) - len(fixed)
+        if used.sum() < n_free:
+            raise CalibrationError(
+                f"Heston fit needs at least {n_free} usable quotes, {int(used.sum())} of "
+                f"{len(quotes)} pass the wing guard (min_vega={self.min_vega}, "
+                f"min_price={self.min_price}, ticks)"
+            )
+        start = self.start or _initial_guess(quotes, used)
+        if fixed:
+            start = start.replace(**fixed)
+        problem = _Problem(
+            quotes,
+            used,
+            engine=self.engine,
+            objective=self.objective,
+            ql_engine=self.ql_engine,
+            ql_engine_options=self.ql_engine_options,
+            fixed=fixed,
+            feller=self.feller,
+            min_price=self.min_price,
+        )
+        lo, hi = problem.bounds(box)
+        z0 = problem.z_of(start)
+        best = self._local(problem, z0, lo, hi, self.max_nfev)
+        n_starts = 1
+        notes = []
+        need_global = self.global_stage == "always" or (
+            self.global_stage == "auto"
+            and (not best.success or self._rmse_iv(problem, best.x) > self.poor_fit_rmse_iv)
+        )
+        if need_global and self.n_local_starts > 0:
+            cands = self._candidates(problem, start, lo, hi)
+            costs = np.array([0.5 * float(np.sum(problem.residuals(z) ** 2)) for z in cands])
+            for i in np.argsort(costs, kind="stable")[: self.n_local_starts]:
+                res = self._local(problem, cands[i], lo, hi, self.max_nfev)
+                n_starts += 1
+                if res.cost < best.cost:
+                    best = res
+            notes.append(f"global stage: {n_starts - 1} starts from {len(cands)} candidates")
+        params = problem.params_of(best.x)
+        at_bound = [
+            n
+            for n, x, a, b in zip(problem.free, best.x, lo, hi, strict=True)
+            if x <= a + 1e-9 * (b - a) or x >= b - 1e-9 * (b - a)
+        ]
+        if at_bound:
+            notes.append(f"at bounds: {', '.join(at_bound)}")
+        message = str(best.message) + ("; " + "; ".join(notes) if notes else "")
+        report = OptimiserReport(
+            converged=bool(best.success),
+            status=int(best.status),
+            message=message,
+            iterations=int(best.njev or 0) if problem.engine == "fast" else int(best.nfev),
+            n_fev=problem.n_fev,
+            n_jev=problem.n_jev,
+            cost=float(best.cost),
+            optimality=float(best.optimality),
+            n_starts=n_starts,
+            elapsed_s=time.perf_counter() - t_start,
+            raw=best,
+        )
+        if not report.converged:
+            warnings.warn(
+                f"Heston calibration did not converge: {message}", ConvergenceWarning, stacklevel=2
+            )
+        fit = self._make_fit(params, quotes, used, report)
+        return replace(fit, report=replace(report, elapsed_s=time.perf_counter() - t_start))
+
+
+def fit_heston(
+    data: object,
+    *,
+    engine: Engine = "fast",
+    objective: Objective = "iv",
+    **settings: Any,
+) -> HestonFit:
+    """Calibrate the Heston model to option quotes (shortcut for :class:`HestonCalibrator`).
+
+    Parameters
+    ----------
+    data:
+        ``HestonQuotes``, a chain DataFrame (``docs/conventions.md``) or an object with a
+        ``.quotes`` DataFrame (``volcal.OptionChain``).
+    engine:
+        ``"fast"`` or ``"quantlib"``.
+    objective:
+        ``"iv"`` or ``"price"``.
+    **settings:
+        Other :class:`HestonCalibrator` settings (``ql_engine``, ``start``, ``feller``, ...).
+
+    Returns
+    -------
+    HestonFit
+    """
+    return HestonCalibrator(engine=engine, objective=objective, **settings).fit(data)
