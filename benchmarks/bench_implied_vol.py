@@ -5,7 +5,8 @@
 
 For each set ("normal": vol 0.1-1.5, t 1 day-2 y, strikes within +-3 sd; "hard": t 1 hour-7 days,
 vol 0.05-5, strikes within +-8 sd, out-of-the-money premiums >= 1e-17 of the forward) it prints
-microseconds per option (median of repeats, one core), the max relative vol error over the
+CPU microseconds per option (median of repeats, one core, process time so that other load on
+the machine does not count), the max relative vol error over the
 options whose price determines the vol to 1e-12 (one ulp of price moves the vol < 1e-13), and
 the failure count (NaN, or error > 1e-12 relative, among those).
 
@@ -86,9 +87,9 @@ def timed(fn: Callable[[], Arr], repeats: int) -> tuple[float, Arr]:
     times = []
     out = fn()
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         out = fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return statistics.median(times), out
 
 

@@ -11,6 +11,7 @@ log-transformed objective converges in two or three steps. The implementation is
 from __future__ import annotations
 
 from enum import IntEnum
+from functools import cache
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +41,12 @@ class IVStatus(IntEnum):
     """``F <= 0``, ``K <= 0`` or ``discount <= 0``: NaN."""
     NOT_CONVERGED = _lbr.NOT_CONVERGED
     """The iteration did not converge (not observed in testing; the last iterate is returned)."""
+
+
+@cache
+def _guess_table() -> npt.NDArray[np.float64]:
+    """The solver's initial-guess table, computed by the solver itself once per process (~10 ms)."""
+    return _lbr.build_guess_table()
 
 
 def _prepare(
@@ -78,7 +85,7 @@ def implied_vol_with_status(
     was found.
     """
     shape, (p, f, k, tt, c, d) = _prepare(price, forward, strike, t, call, discount)
-    vol, status = _lbr.implied_vol_kernel(p, f, k, tt, c, d)  # type: ignore[arg-type]
+    vol, status = _lbr.implied_vol_kernel(p, f, k, tt, c, d, _guess_table())  # type: ignore[arg-type]
     return vol.reshape(shape), status.reshape(shape)
 
 
