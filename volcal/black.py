@@ -15,6 +15,7 @@ accurate to a few ulps *relative* even for far out-of-the-money premiums (1e-300
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,10 +23,19 @@ from scipy.special import ndtr
 
 from volcal._lbr import black_price_kernel
 
-__all__ = ["BlackGreeks", "black_greeks", "black_price"]
+__all__ = ["BlackGreeks", "black_greeks", "black_price", "broadcast_option_inputs"]
 
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = npt.ArrayLike
+
+
+def broadcast_option_inputs(*values: ArrayLike, call_at: int) -> list[npt.NDArray[Any]]:
+    """Broadcast option inputs against each other: float64 arrays, except bool at ``call_at``."""
+    arrays: list[npt.NDArray[Any]] = [
+        np.asarray(value, dtype=np.bool_ if i == call_at else np.float64)
+        for i, value in enumerate(values)
+    ]
+    return list(np.broadcast_arrays(*arrays))
 
 
 def _scalar_or_array(out: FloatArray) -> FloatArray | float:
@@ -61,18 +71,9 @@ def black_price(
         ``D [F N(d1) - K N(d2)]`` (call) or ``D [K N(-d2) - F N(-d1)]`` (put); NaN where an
         input is NaN or out of domain (``F <= 0``, ``K <= 0``, ``vol < 0``).
     """
-    f, k, tt, v, c, d = np.broadcast_arrays(
-        np.asarray(forward, dtype=np.float64),
-        np.asarray(strike, dtype=np.float64),
-        np.asarray(t, dtype=np.float64),
-        np.asarray(vol, dtype=np.float64),
-        np.asarray(call, dtype=np.bool_),
-        np.asarray(discount, dtype=np.float64),
-    )
-    shape = f.shape
-    out = black_price_kernel(
-        f.ravel(), k.ravel(), tt.ravel(), v.ravel(), c.ravel(), d.ravel()
-    ).reshape(shape)
+    f, k, tt, v, c, d = broadcast_option_inputs(forward, strike, t, vol, call, discount, call_at=4)
+    flat = [np.ascontiguousarray(a).ravel() for a in (f, k, tt, v, c, d)]
+    out = black_price_kernel(*flat).reshape(f.shape)
     return _scalar_or_array(out)
 
 
@@ -119,14 +120,7 @@ def black_greeks(
     value: delta is the intrinsic delta (``D`` or 0 for calls, ``-D`` or 0 for puts; half at
     the money), and the other greeks are 0.
     """
-    f, k, tt, v, c, d = np.broadcast_arrays(
-        np.asarray(forward, dtype=np.float64),
-        np.asarray(strike, dtype=np.float64),
-        np.asarray(t, dtype=np.float64),
-        np.asarray(vol, dtype=np.float64),
-        np.asarray(call, dtype=np.bool_),
-        np.asarray(discount, dtype=np.float64),
-    )
+    f, k, tt, v, c, d = broadcast_option_inputs(forward, strike, t, vol, call, discount, call_at=4)
     sign = np.where(c, 1.0, -1.0)
     live = (tt > 0) & (v > 0)
     sqrt_t = np.sqrt(np.where(live, tt, 1.0))

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from volcal import _lbr
+from volcal.black import broadcast_option_inputs
 from volcal.errors import ImpliedVolError, PriceAboveMaximumError, PriceBelowIntrinsicError
 
 __all__ = ["IVStatus", "implied_vol", "implied_vol_scalar", "implied_vol_with_status"]
@@ -49,27 +50,6 @@ def _guess_table() -> npt.NDArray[np.float64]:
     return _lbr.build_guess_table()
 
 
-def _prepare(
-    price: npt.ArrayLike,
-    forward: npt.ArrayLike,
-    strike: npt.ArrayLike,
-    t: npt.ArrayLike,
-    call: npt.ArrayLike,
-    discount: npt.ArrayLike,
-) -> tuple[tuple[int, ...], tuple[npt.NDArray[np.generic], ...]]:
-    arrays = np.broadcast_arrays(
-        np.asarray(price, dtype=np.float64),
-        np.asarray(forward, dtype=np.float64),
-        np.asarray(strike, dtype=np.float64),
-        np.asarray(t, dtype=np.float64),
-        np.asarray(call, dtype=np.bool_),
-        np.asarray(discount, dtype=np.float64),
-    )
-    shape = arrays[0].shape
-    flat = tuple(np.ascontiguousarray(a).ravel() for a in arrays)
-    return shape, flat
-
-
 def implied_vol_with_status(
     price: npt.ArrayLike,
     forward: npt.ArrayLike,
@@ -84,9 +64,10 @@ def implied_vol_with_status(
     broadcast shape (0-d arrays for scalar inputs); ``status == IVStatus.OK`` (0) where a vol
     was found.
     """
-    shape, (p, f, k, tt, c, d) = _prepare(price, forward, strike, t, call, discount)
-    vol, status = _lbr.implied_vol_kernel(p, f, k, tt, c, d, _guess_table())  # type: ignore[arg-type]
-    return vol.reshape(shape), status.reshape(shape)
+    arrays = broadcast_option_inputs(price, forward, strike, t, call, discount, call_at=4)
+    p, f, k, tt, c, d = (np.ascontiguousarray(a).ravel() for a in arrays)
+    vol, status = _lbr.implied_vol_kernel(p, f, k, tt, c, d, _guess_table())
+    return vol.reshape(arrays[0].shape), status.reshape(arrays[0].shape)
 
 
 def implied_vol(
