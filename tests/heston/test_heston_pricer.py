@@ -235,3 +235,32 @@ def test_edge_inputs() -> None:
     assert price.shape == (2,) and jac.shape == (2, 5)
     assert np.all(jac[0] == 0.0) and np.all(np.isfinite(jac[1]))
     assert isinstance(heston_price(p, 100.0, 100.0, 1.0, True), float)
+
+
+def test_fast_pricer_reuses_rules_and_matches_heston_price() -> None:
+    # FastHestonPricer (the calibrators' pricer) keeps each expiry's rule while it meets the
+    # quadrature criteria at new parameters: along a path of parameters its prices and
+    # Jacobian agree with heston_price / heston_price_jacobian (fresh rules every call).
+    from volcal.heston import FastHestonPricer
+
+    t = np.repeat(np.array([1.5 / 24, 3.0, 30.0, 365.0]) / 365.0, 9)
+    z = np.tile(np.linspace(-4.0, 4.0, 9), 4)
+    forward = 90_000.0 * (1.0 + 0.01 * t)
+    strike = forward * np.exp(z * np.sqrt(0.4 * t))
+    call = strike >= forward
+    pricer = FastHestonPricer(forward, strike, t, call, 0.98)
+    a = HestonParams(v0=0.2, kappa=1.0, theta=0.2, sigma=0.7, rho=-0.5)
+    b = HestonParams(v0=0.36, kappa=2.0, theta=0.45, sigma=1.5, rho=-0.15)
+    for s in np.linspace(0.0, 1.0, 8) ** 0.25:  # large steps first, then small ones
+        p = HestonParams.from_array(a.to_array() + s * (b.to_array() - a.to_array()))
+        price, jac = pricer.price_jacobian(p)
+        ref, ref_jac = heston_price_jacobian(p, forward, strike, t, call, 0.98)
+        np.testing.assert_allclose(price, ref, rtol=0, atol=1e-14 * forward.max())
+        np.testing.assert_allclose(jac, ref_jac, rtol=0, atol=1e-12 * forward.max())
+        # (price-only passes sum in another order: equal to rounding)
+        np.testing.assert_allclose(pricer.price(p), price, rtol=0, atol=1e-15 * forward.max())
+    assert 4 <= pricer.n_rebuilds < 8 * 4  # rules were built, and reused
+    expired = FastHestonPricer(100.0, [90.0, 110.0], [0.0, 1.0], True)
+    price, jac = expired.price_jacobian(LEWIS)
+    assert price[0] == 10.0 and np.all(jac[0] == 0.0)
+    np.testing.assert_allclose(price[1], heston_price(LEWIS, 100.0, 110.0, 1.0, True), rtol=1e-13)

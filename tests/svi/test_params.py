@@ -111,3 +111,15 @@ def test_g_against_finite_difference_density() -> None:
     d_minus = -k / np.sqrt(w) - np.sqrt(w) / 2
     density = p.g(k) / (strikes * np.sqrt(2 * np.pi * w)) * np.exp(-0.5 * d_minus**2)
     np.testing.assert_allclose(density, d2c, rtol=1e-4)
+
+
+def test_total_variance_matches_quantlib_svi_smile_section() -> None:
+    # reference: QuantLib's SviSmileSection (parameters in the order a, b, sigma, rho, m)
+    ql = pytest.importorskip("QuantLib")
+    p = SviRaw(a=0.04, b=0.1, rho=-0.4, m=0.05, sigma=0.2)
+    t, f = 0.75, 100.0
+    sec = ql.SviSmileSection(t, f, [p.a, p.b, p.sigma, p.rho, p.m])
+    for strike in (50.0, 80.0, 100.0, 125.0, 200.0):
+        k = math.log(strike / f)
+        assert sec.variance(strike) == pytest.approx(float(p.total_variance(k)), rel=1e-14)
+        assert sec.volatility(strike) == pytest.approx(float(p.implied_vol(k, t)), rel=1e-14)

@@ -12,7 +12,12 @@ from volcal.heston.calibrate import (
     fit_heston,
 )
 from volcal.heston.params import HestonParams, ParameterError
-from volcal.heston.pricer import heston_cf, heston_price, heston_price_jacobian
+from volcal.heston.pricer import (
+    FastHestonPricer,
+    heston_cf,
+    heston_price,
+    heston_price_jacobian,
+)
 from volcal.heston.quantlib_adapter import QL_ENGINES, QuantLibHestonPricer, quantlib_heston_price
 from volcal.heston.quotes import HestonQuotes
 from volcal.heston.surface import HestonSurface
@@ -20,6 +25,7 @@ from volcal.heston.surface import HestonSurface
 __all__ = [
     "DEFAULT_BOUNDS",
     "QL_ENGINES",
+    "FastHestonPricer",
     "HestonCalibrator",
     "HestonFit",
     "HestonParams",

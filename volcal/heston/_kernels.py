@@ -38,15 +38,31 @@ GL_W = np.ascontiguousarray(0.5 * _w)
 GL_HALF_X = np.ascontiguousarray(-_x[: GL_NODES // 2])
 """Positive Legendre nodes on [-1, 1] (descending): node r and GL_NODES-1-r are -+ these."""
 _LOG_RATIO_COST = math.log(SCAN_RATIO) / math.log(PANEL_GROWTH)
+_EXP_UNDERFLOW = -746.0
+"""``exp(x) == 0.0`` in double precision below this."""
 
 
 @njit(cache=True, inline="always")
 def _cexpm1(z: complex) -> complex:
-    """exp(z) - 1 without cancellation for small |z|."""
+    """exp(z) - 1 without cancellation for small |z| (one expm1 and one sin/cos pair).
+
+    With ``h = y/2``: ``Re = expm1(x) cos y - 2 sin(h)^2``, ``Im = e^x sin y``, where
+    ``cos y = 1 - 2 sin(h)^2`` and ``sin y = 2 sin(h) cos(h)``.
+    """
+    em1 = math.expm1(z.real)
+    hs = math.sin(0.5 * z.imag)
+    hc = math.cos(0.5 * z.imag)
+    two_hs2 = 2.0 * hs * hs
+    return complex(em1 * (1.0 - two_hs2) - two_hs2, (em1 + 1.0) * 2.0 * hs * hc)
+
+
+@njit(cache=True, inline="always")
+def _cinv(z: complex) -> complex:
+    """1 / z as conj(z) / |z|^2 (|z| is far from the float range limits here)."""
     x = z.real
     y = z.imag
-    hs = math.sin(0.5 * y)
-    return complex(math.expm1(x) * math.cos(y) - 2.0 * hs * hs, math.exp(x) * math.sin(y))
+    r = 1.0 / (x * x + y * y)
+    return complex(x * r, -y * r)
 
 
 @njit(cache=True, inline="always")
@@ -81,13 +97,13 @@ def log_cf(
     sig2 = sigma * sigma
     beta = kappa - rho * sigma * iu
     d = np.sqrt(beta * beta + sig2 * s)
-    inv_d = 1.0 / d
+    inv_d = _cinv(d)
     b = beta + d
-    inv_b = 1.0 / b
+    inv_b = _cinv(b)
     a = -sig2 * s * inv_b
     big_e = -_cexpm1(-d * t)
     q = 2.0 * d + a * big_e
-    inv_q = 1.0 / q
+    inv_q = _cinv(q)
     dd = -s * big_e * inv_q
     lr = _clog1p(0.5 * a * big_e * inv_d)
     kts = kappa * theta / sig2
@@ -95,7 +111,7 @@ def log_cf(
     if want_grad:
         e_minus = 1.0 - big_e
         grad[0] = dd
-        grad[2] = cc / theta
+        grad[2] = cc * (1.0 / theta)
         for row in (1, 3, 4):
             if row == 1:  # kappa
                 beta_p = complex(1.0, 0.0)
@@ -115,9 +131,9 @@ def log_cf(
             lr_p = (a_p * big_e + a * e_p - a * big_e * d_p * inv_d) * inv_q
             cc_p = kts * (a_p * t - 2.0 * lr_p)
             if row == 1:
-                cc_p += cc / kappa
+                cc_p += cc * (1.0 / kappa)
             elif row == 3:
-                cc_p -= 2.0 * cc / sigma
+                cc_p -= cc * (2.0 / sigma)
             grad[row] = cc_p + v0 * dd_p
     return cc + v0 * dd
 
@@ -147,7 +163,7 @@ def log_cf_array(
 
 
 @njit(cache=True)
-def build_rule(
+def scan_rule(
     v0: float,
     kappa: float,
     theta: float,
@@ -157,10 +173,16 @@ def build_rule(
     w: float,
     k_max: float,
 ) -> tuple[FloatArray, FloatArray, bool]:
-    """Composite Gauss-Legendre nodes and weights for one expiry's Lewis integral.
+    """Scan ``psi`` for one expiry: the truncation point and the cumulative panel cost.
 
-    Returns ``(x, weight, ok)``; ``ok`` is False when the tail bound is not met within the
-    scan range or more than :data:`MAX_NODES` nodes would be needed.
+    Returns ``(xs, cum, ok)``: scan points ``xs[0..j_end]`` (``xs[j_end]`` is where the
+    integral is truncated) and the cumulative panel cost ``cum`` at those points (the first
+    panel ``[0, xs[0]]`` costs 1; a rule is adequate when no panel costs more than 1). ``ok`` is
+    False when the tail bound is not met within the scan range.
+
+    The scan stops early once ``max(Re psi, log phi_BS) < -746``: from there on every term of
+    the tail sum below is exactly 0 in double precision (``exp(-746) == 0``; ``|phi|`` keeps
+    decaying), so the result is the same as that of the full scan.
     """
     sqrt_w = math.sqrt(w)
     x0 = 0.5 / (sqrt_w + k_max)
@@ -173,6 +195,9 @@ def build_rule(
         xs[j] = x0 * SCAN_RATIO**j
         psis[j] = log_cf(v0, kappa, theta, sigma, rho, complex(xs[j], -0.5), t, g, False)
         re_psi[j] = max(psis[j].real, -0.5 * w * (xs[j] * xs[j] + 0.25))
+        if re_psi[j] < _EXP_UNDERFLOW:
+            m = j
+            break
     # Upper bound of the tail beyond scan point j (left Riemann sum of a decreasing bound of
     # |phi_BS - phi_H| / x^2, plus |phi|/x beyond the last point), times e^{k_max/2}/pi.
     factor = math.exp(0.5 * k_max) / math.pi
@@ -196,16 +221,26 @@ def build_rule(
         slope_bs = w * xs[j + 1] if log_bs > -80.0 else 0.0
         rate = k_max + max(slope_h, slope_bs) + sqrt_w
         cum[j + 1] = cum[j] + dx * rate / PHASE_PER_PANEL + _LOG_RATIO_COST
-    n_panels = math.ceil(cum[j_end])
+    return xs[: j_end + 1].copy(), cum, True
+
+
+@njit(cache=True)
+def layout_rule(xs: FloatArray, cum: FloatArray, budget: float) -> tuple[FloatArray, bool]:
+    """Panel edges on ``[0, xs[-1]]`` such that every panel costs at most ``budget``.
+
+    Edge ``i`` sits where the cumulative cost ``cum`` (linear between scan points, see
+    :func:`scan_rule`) reaches ``i * budget``. ``ok`` is False above :data:`MAX_NODES` nodes.
+    """
+    j_end = xs.size - 1
+    n_panels = math.ceil(cum[j_end] / budget)
     if n_panels * GL_NODES > MAX_NODES:
-        return np.empty(0), np.empty(0), False
+        return np.empty(0), False
     edges = np.empty(n_panels + 1)
     edges[0] = 0.0
     edges[n_panels] = xs[j_end]
-    # panel edge i (1 <= i < n_panels) sits where the cumulative cost reaches i
     j = 0
     for i in range(1, n_panels):
-        level = float(i)
+        level = i * budget
         if level <= cum[0]:
             edges[i] = xs[0] * level / cum[0]
             continue
@@ -213,6 +248,13 @@ def build_rule(
             j += 1
         frac = (level - cum[j]) / (cum[j + 1] - cum[j])
         edges[i] = xs[j] + frac * (xs[j + 1] - xs[j])
+    return edges, True
+
+
+@njit(cache=True)
+def rule_nodes(edges: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Nodes and weights of :data:`GL_NODES`-point Gauss-Legendre rules on each panel."""
+    n_panels = edges.size - 1
     n = n_panels * GL_NODES
     x = np.empty(n)
     weight = np.empty(n)
@@ -222,7 +264,63 @@ def build_rule(
         for r in range(GL_NODES):
             x[i * GL_NODES + r] = lo + width * GL_X[r]
             weight[i * GL_NODES + r] = width * GL_W[r]
+    return x, weight
+
+
+@njit(cache=True)
+def build_rule(
+    v0: float,
+    kappa: float,
+    theta: float,
+    sigma: float,
+    rho: float,
+    t: float,
+    w: float,
+    k_max: float,
+) -> tuple[FloatArray, FloatArray, bool]:
+    """Composite Gauss-Legendre nodes and weights for one expiry's Lewis integral.
+
+    :func:`scan_rule`, then :func:`layout_rule` with a budget of one panel cost per panel.
+    Returns ``(x, weight, ok)``; ``ok`` is False when the tail bound is not met within the
+    scan range or more than :data:`MAX_NODES` nodes would be needed.
+    """
+    xs, cum, ok = scan_rule(v0, kappa, theta, sigma, rho, t, w, k_max)
+    if not ok:
+        return np.empty(0), np.empty(0), False
+    edges, ok = layout_rule(xs, cum, 1.0)
+    if not ok:
+        return np.empty(0), np.empty(0), False
+    x, weight = rule_nodes(edges)
     return x, weight, True
+
+
+@njit(cache=True)
+def max_panel_cost(edges: FloatArray, xs: FloatArray, cum: FloatArray) -> float:
+    """Largest cost of a panel of ``edges`` under the cost function ``(xs, cum)``.
+
+    The cumulative cost is ``cum[0] x / xs[0]`` on the first scan interval, linear between scan
+    points and constant beyond ``xs[-1]`` (past the truncation point the integrand is below the
+    tail tolerance). Returns ``inf`` when ``edges`` end before ``xs[-1]`` (too short a domain).
+    """
+    j_end = xs.size - 1
+    if edges[edges.size - 1] < xs[j_end]:
+        return math.inf
+    worst = 0.0
+    j = 0
+    prev = 0.0
+    for i in range(1, edges.size):
+        x = edges[i]
+        if x <= xs[0]:
+            c = cum[0] * x / xs[0]
+        elif x >= xs[j_end]:
+            c = cum[j_end]
+        else:
+            while xs[j + 1] < x:
+                j += 1
+            c = cum[j] + (cum[j + 1] - cum[j]) * (x - xs[j]) / (xs[j + 1] - xs[j])
+        worst = max(worst, c - prev)
+        prev = c
+    return worst
 
 
 @njit(cache=True)
@@ -312,3 +410,152 @@ def lewis_corrections(
             for c in range(ncol):
                 out[qi, c] = acc[c] * pref
     return out, n_nodes
+
+
+# -- reusable rules (FastHestonPricer) ---------------------------------------------------------
+@njit(cache=True)
+def check_rules(
+    v0: float,
+    kappa: float,
+    theta: float,
+    sigma: float,
+    rho: float,
+    t_unique: FloatArray,
+    w_unique: FloatArray,
+    k_max: FloatArray,
+    edges: FloatArray,
+    edge_off: npt.NDArray[np.int64],
+    budget: float,
+    rebuild_ratio: float,
+) -> npt.NDArray[np.int64]:
+    """Whether each expiry's held rule still meets the quadrature criteria at new parameters.
+
+    Expiry ``e`` holds the panel edges ``edges[edge_off[e]:edge_off[e+1]]`` (none when the
+    slice is empty). Status per expiry: 0 the held rule is adequate (it reaches the truncation
+    point and no panel costs more than 1 at these parameters, see :func:`scan_rule`), 1 build
+    a new rule (inadequate, missing, or more than ``rebuild_ratio`` times the panels a new rule
+    with ``budget`` per panel would have), 2 unresolvable (the scan fails: NaN prices).
+    """
+    n_e = t_unique.size
+    status = np.zeros(n_e, dtype=np.int64)
+    for e in range(n_e):
+        xs, cum, ok = scan_rule(v0, kappa, theta, sigma, rho, t_unique[e], w_unique[e], k_max[e])
+        if not ok:
+            status[e] = 2
+            continue
+        lo = edge_off[e]
+        hi = edge_off[e + 1]
+        if hi - lo < 2:
+            status[e] = 1
+            continue
+        held = edges[lo:hi]
+        fresh_panels = math.ceil(cum[cum.size - 1] / budget)
+        if max_panel_cost(held, xs, cum) > 1.0 or hi - lo - 1 > rebuild_ratio * fresh_panels:
+            status[e] = 1
+    return status
+
+
+@njit(cache=True)
+def rule_tables(x: FloatArray, weight: FloatArray, k: FloatArray) -> FloatArray:
+    """Fixed factors of the Lewis sum for quotes ``k`` (one expiry) on the nodes ``x``.
+
+    Row ``j`` is ``[a_j | b_j]`` (length ``2 x.size``) with ``a_ji + i b_ji = e^{k_j/2} / pi *
+    weight_i / (x_i^2 + 1/4) * e^{-i x_i k_j}``, so that the correction of quote ``j`` is
+    ``sum_i a_ji Re h_i + b_ji Im h_i`` with ``h = phi_BS - phi_H`` (and ``-phi_H dpsi`` for the
+    gradient). Returned flat, row-major ``(k.size, 2 x.size)``. ``e^{-i x k}`` on the symmetric
+    node pairs of each panel comes from cos/sin of ``k c`` and ``k h g_r`` (centre ``c``,
+    half-width ``h``), as in :func:`lewis_corrections`.
+    """
+    nx = x.size
+    nq = k.size
+    tab = np.empty(nq * 2 * nx)
+    ws = np.empty(nx)
+    for i in range(nx):
+        ws[i] = weight[i] / (x[i] * x[i] + 0.25)
+    n_pan = nx // GL_NODES
+    half = GL_NODES // 2
+    for j in range(nq):
+        kq = k[j]
+        pref = math.exp(0.5 * kq) / math.pi
+        ra = j * 2 * nx
+        rb = ra + nx
+        for pan in range(n_pan):
+            i0 = pan * GL_NODES
+            i1 = i0 + GL_NODES - 1
+            centre = 0.5 * (x[i0] + x[i1])
+            hw = 0.5 * (x[i1] - x[i0]) / GL_HALF_X[0]
+            c0 = math.cos(kq * centre)
+            s0 = math.sin(kq * centre)
+            for r in range(half):
+                ang = kq * hw * GL_HALF_X[r]
+                cr = math.cos(ang)
+                sr = math.sin(ang)
+                il = i0 + r
+                ig = i1 - r
+                tab[ra + il] = (c0 * cr + s0 * sr) * ws[il] * pref
+                tab[rb + il] = (s0 * cr - c0 * sr) * ws[il] * pref
+                tab[ra + ig] = (c0 * cr - s0 * sr) * ws[ig] * pref
+                tab[rb + ig] = (s0 * cr + c0 * sr) * ws[ig] * pref
+    return tab
+
+
+@njit(cache=True)
+def table_corrections(
+    v0: float,
+    kappa: float,
+    theta: float,
+    sigma: float,
+    rho: float,
+    t_unique: FloatArray,
+    w_unique: FloatArray,
+    node_x: FloatArray,
+    node_off: npt.NDArray[np.int64],
+    tab: FloatArray,
+    tab_off: npt.NDArray[np.int64],
+    order: npt.NDArray[np.int64],
+    starts: npt.NDArray[np.int64],
+    resolved: npt.NDArray[np.bool_],
+    want_grad: bool,
+) -> FloatArray:
+    """:func:`lewis_corrections` on held rules with precomputed factors (:func:`rule_tables`).
+
+    Expiry ``e`` uses the nodes ``node_x[node_off[e]:node_off[e+1]]`` and the factors
+    ``tab[tab_off[e]:tab_off[e+1]]`` (its quotes in the order of ``order[starts[e]:starts[e+1]]``);
+    rows of expiries with ``resolved[e] == False`` are NaN. Returns the corrections (column 0)
+    and the price gradients (columns 1-5), in units of F; per expiry the sum over nodes is one
+    matrix product ``[a | b] @ [Re h ; Im h]``.
+    """
+    n_q = order.size
+    ncol = 6 if want_grad else 1
+    out = np.empty((n_q, ncol))
+    g = np.zeros(5, dtype=np.complex128)
+    for e in range(t_unique.size):
+        if not resolved[e]:
+            for p in range(starts[e], starts[e + 1]):
+                for c in range(ncol):
+                    out[order[p], c] = np.nan
+            continue
+        t = t_unique[e]
+        w = w_unique[e]
+        n0 = node_off[e]
+        nx = node_off[e + 1] - n0
+        h = np.empty((2 * nx, ncol))
+        for i in range(nx):
+            xi = node_x[n0 + i]
+            psi = log_cf(v0, kappa, theta, sigma, rho, complex(xi, -0.5), t, g, want_grad)
+            phi_h = np.exp(psi)
+            h[i, 0] = math.exp(-0.5 * w * (xi * xi + 0.25)) - phi_h.real
+            h[nx + i, 0] = -phi_h.imag
+            if want_grad:
+                for c in range(5):
+                    dh = -phi_h * g[c]
+                    h[i, c + 1] = dh.real
+                    h[nx + i, c + 1] = dh.imag
+        nq = starts[e + 1] - starts[e]
+        mat = tab[tab_off[e] : tab_off[e + 1]].reshape((nq, 2 * nx))
+        res = np.dot(mat, h)
+        for j in range(nq):
+            qi = order[starts[e] + j]
+            for c in range(ncol):
+                out[qi, c] = res[j, c]
+    return out

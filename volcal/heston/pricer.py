@@ -61,10 +61,12 @@ import numpy as np
 import numpy.typing as npt
 
 from volcal.black import black_price
+from volcal.errors import ParameterError
 from volcal.heston import _kernels
 from volcal.heston.params import HestonParams
 
 __all__ = [
+    "FastHestonPricer",
     "heston_cf",
     "heston_price",
     "heston_price_jacobian",
@@ -244,3 +246,232 @@ def heston_price_jacobian(
     _, price, grad = _price_impl(params, forward, strike, t, call, discount, jac=True)
     assert grad is not None
     return price, grad
+
+
+RULE_BUDGET = 0.9
+"""Panel cost of the rules :class:`FastHestonPricer` builds (the criterion is <= 1): the margin
+lets a rule serve nearby parameters."""
+REBUILD_RATIO = 1.25
+""":class:`FastHestonPricer` replaces a held rule with more panels than this times a new one."""
+
+
+DOMAIN_MARGIN = 0.02
+"""Rules of :class:`FastHestonPricer` reach this fraction beyond the truncation point, so that
+the small shifts of the scan grid (it scales with ``1 / (sqrt(w) + k_max)``) between nearby
+parameters do not force a rebuild."""
+
+
+def _extend_domain(xs: FloatArray, cum: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Scan points and cumulative cost extended by :data:`DOMAIN_MARGIN` of the domain, at
+    the cost rate of the last scan interval."""
+    end = xs[-1] * (1.0 + DOMAIN_MARGIN)
+    rate = (cum[-1] - cum[-2]) / (xs[-1] - xs[-2]) if xs.size >= 2 else cum[0] / xs[0]
+    return np.append(xs, end), np.append(cum, cum[-1] + rate * (end - xs[-1]))
+
+
+class FastHestonPricer:
+    """The fast Heston pricer for a fixed set of options, priced at many parameter sets.
+
+    Built once for the options (e.g. the quotes of a calibration), then :meth:`price` or
+    :meth:`price_jacobian` is called with parameters as often as needed. Per expiry it keeps
+    the quadrature rule and the parameter-independent factors ``e^{k/2} weight e^{-i x k} /
+    (pi (x^2 + 1/4))`` of every quote, so an evaluation costs the characteristic function at the
+    nodes and a small matrix product. At each call a rule is reused only while it still meets
+    the quadrature criteria of :func:`heston_price` at the new parameters (it reaches the
+    truncation point of the tail bound and no panel exceeds the phase/growth budget; see
+    :mod:`volcal.heston.pricer`); otherwise it is rebuilt, with panels at ``RULE_BUDGET`` of
+    the budget so that it serves nearby parameters too. Prices therefore have the accuracy of
+    :func:`heston_price` (they differ from it by rounding-level amounts, about 1e-15 ``F``,
+    because the rules differ).
+
+    The held rules are a cache: an instance is not thread-safe. The calibrators build one per
+    fit.
+
+    Parameters
+    ----------
+    forward, strike:
+        Forward ``F`` of each option's expiry and strike ``K`` (same unit), broadcast together.
+    t:
+        Time to expiry in years (ACT/365F); ``t <= 0`` prices the intrinsic value.
+    call:
+        True for calls, False for puts.
+    discount:
+        Discount factor ``D`` (1.0 for crypto premiums quoted on the forward).
+    """
+
+    def __init__(
+        self,
+        forward: npt.ArrayLike,
+        strike: npt.ArrayLike,
+        t: npt.ArrayLike,
+        call: npt.ArrayLike,
+        discount: npt.ArrayLike = 1.0,
+    ) -> None:
+        shape, f, kk, tt, c, d = _prepare(forward, strike, t, call, discount)
+        self.shape = shape
+        n = f.size
+        finite = np.isfinite(f) & np.isfinite(kk) & np.isfinite(tt) & np.isfinite(d)
+        with np.errstate(invalid="ignore"):
+            valid = finite & (f > 0) & (kk > 0) & (d > 0)
+        expired = valid & (tt <= 0)
+        live = valid & (tt > 0)
+        self._n = n
+        self._live = np.flatnonzero(live)
+        self._all_live = bool(live.all())
+        self._base = np.full(n, np.nan)
+        sign = np.where(c[expired], 1.0, -1.0)
+        self._base[expired] = d[expired] * np.maximum(sign * (f[expired] - kk[expired]), 0.0)
+        self._expired = expired
+        k = np.log(kk[live] / f[live])
+        t_live = tt[live]
+        self._k_exp = np.exp(k)
+        self._t = t_live
+        self._call = c[live]
+        self._scale = d[live] * f[live]
+        self._t_unique, inverse = np.unique(t_live, return_inverse=True)
+        self._inverse = inverse
+        order = np.argsort(inverse, kind="stable").astype(np.int64)
+        self._order = order
+        self._starts = np.searchsorted(inverse[order], np.arange(self._t_unique.size + 1)).astype(
+            np.int64
+        )
+        self._k_sorted = np.ascontiguousarray(k[order])
+        n_e = self._t_unique.size
+        self._k_max = (
+            np.maximum.reduceat(np.abs(self._k_sorted), self._starts[:-1])
+            if k.size
+            else np.zeros(0)
+        )
+        self._edges: list[FloatArray] = [np.empty(0) for _ in range(n_e)]
+        self._nodes: list[FloatArray] = [np.empty(0) for _ in range(n_e)]
+        self._tab: list[FloatArray] = [np.empty(0) for _ in range(n_e)]
+        self._flat: tuple[FloatArray, ...] | None = None
+        self._offsets: tuple[npt.NDArray[np.int64], ...] | None = None
+        self.n_rebuilds = 0
+        """Rules built so far (one per expiry and rebuild; diagnostics)."""
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def n_nodes(self) -> npt.NDArray[np.int64]:
+        """Quadrature nodes of the rule held per expiry (0 before the first call)."""
+        return np.array([x.size for x in self._nodes], dtype=np.int64)
+
+    def _update_rules(self, p: HestonParams, w_unique: FloatArray) -> npt.NDArray[np.bool_]:
+        """Rebuild the rules that no longer fit ``p``; returns which expiries are resolved."""
+        if self._flat is None or self._offsets is None:
+            self._flatten()
+        assert self._flat is not None and self._offsets is not None
+        edges, edge_off = self._flat[2], self._offsets[2]
+        status = _kernels.check_rules(
+            p.v0,
+            p.kappa,
+            p.theta,
+            p.sigma,
+            p.rho,
+            self._t_unique,
+            w_unique,
+            self._k_max,
+            edges,
+            edge_off,
+            RULE_BUDGET,
+            REBUILD_RATIO,
+        )
+        for e in np.flatnonzero(status == 1):
+            t = float(self._t_unique[e])
+            xs, cum, ok = _kernels.scan_rule(
+                p.v0, p.kappa, p.theta, p.sigma, p.rho, t, float(w_unique[e]), self._k_max[e]
+            )
+            if ok:
+                xs, cum = _extend_domain(xs, cum)
+            new_edges, ok2 = _kernels.layout_rule(xs, cum, RULE_BUDGET) if ok else (xs, False)
+            if not ok2:
+                status[e] = 2
+                continue
+            x, weight = _kernels.rule_nodes(new_edges)
+            lo, hi = self._starts[e], self._starts[e + 1]
+            self._edges[e], self._nodes[e] = new_edges, x
+            self._tab[e] = _kernels.rule_tables(x, weight, self._k_sorted[lo:hi])
+            self._flat = None
+            self.n_rebuilds += 1
+        if self._flat is None:
+            self._flatten()
+        return np.asarray(status != 2)
+
+    def _flatten(self) -> None:
+        """Concatenate the per-expiry nodes, factor tables and edges for the kernels."""
+        flat, offsets = [], []
+        for parts in (self._nodes, self._tab, self._edges):
+            sizes = np.array([a.size for a in parts], dtype=np.int64)
+            off = np.zeros(sizes.size + 1, dtype=np.int64)
+            np.cumsum(sizes, out=off[1:])
+            flat.append(np.concatenate(parts) if off[-1] else np.empty(0))
+            offsets.append(off)
+        self._flat = (flat[0], flat[1], flat[2])
+        self._offsets = (offsets[0], offsets[1], offsets[2])
+
+    def _evaluate(self, params: HestonParams, jac: bool) -> tuple[FloatArray, FloatArray | None]:
+        p = params
+        price = self._base.copy()
+        grad = None
+        if jac:
+            grad = np.full((self._n, 5), np.nan)
+            grad[self._expired] = 0.0
+        if self._live.size == 0:
+            return price, grad
+        w_unique = np.asarray(p.expected_total_variance(self._t_unique), dtype=np.float64)
+        resolved = self._update_rules(p, w_unique)
+        assert self._flat is not None and self._offsets is not None
+        node_x, tab, _ = self._flat
+        node_off, tab_off, _ = self._offsets
+        sums = _kernels.table_corrections(
+            p.v0,
+            p.kappa,
+            p.theta,
+            p.sigma,
+            p.rho,
+            self._t_unique,
+            w_unique,
+            node_x,
+            node_off,
+            tab,
+            tab_off,
+            self._order,
+            self._starts,
+            resolved,
+            jac,
+        )
+        vol_cv = np.sqrt(w_unique / self._t_unique)[self._inverse]
+        bs = np.asarray(
+            black_price(1.0, self._k_exp, self._t, vol_cv, self._call), dtype=np.float64
+        )
+        live_price = self._scale * (bs + sums[:, 0])
+        if self._all_live:
+            price = live_price
+        else:
+            price[self._live] = live_price
+        if grad is not None:
+            live_grad = self._scale[:, None] * sums[:, 1:]
+            if self._all_live:
+                grad = live_grad
+            else:
+                grad[self._live] = live_grad
+        return price, grad
+
+    def price(self, params: HestonParams) -> FloatArray:
+        """Prices ``D F c`` at ``params`` (array of the broadcast input shape); NaN as for
+        :func:`heston_price`."""
+        if not isinstance(params, HestonParams):
+            raise ParameterError(f"expected HestonParams, got {type(params).__name__}")
+        price, _ = self._evaluate(params, jac=False)
+        return price.reshape(self.shape)
+
+    def price_jacobian(self, params: HestonParams) -> tuple[FloatArray, FloatArray]:
+        """Prices (flattened, shape ``(n,)``) and ``d price / d(v0, kappa, theta, sigma, rho)``
+        (shape ``(n, 5)``), as :func:`heston_price_jacobian`."""
+        if not isinstance(params, HestonParams):
+            raise ParameterError(f"expected HestonParams, got {type(params).__name__}")
+        price, grad = self._evaluate(params, jac=True)
+        assert grad is not None
+        return price, grad

@@ -300,3 +300,276 @@ def qe_grid(
                 ms[i], sigmas[j], k, t, wb, wa, wm, q, vb, va, vm, weight2, lam2, a_hi, uv_lo
             )[0]
     return out
+
+
+@njit(cache=True)
+def _qe_value(
+    z0: float,
+    z1: float,
+    lo0: float,
+    hi0: float,
+    lo1: float,
+    hi1: float,
+    k: FloatArray,
+    t: float,
+    wb: FloatArray,
+    wa: FloatArray,
+    wm: FloatArray,
+    q: FloatArray,
+    vb: FloatArray,
+    va: FloatArray,
+    vm: FloatArray,
+    weight2: FloatArray,
+    lam2: float,
+    a_hi: float,
+    uv_lo: float,
+) -> float:  # pragma: no cover - compiled
+    m = min(max(z0, lo0), hi0)
+    ls = min(max(z1, lo1), hi1)
+    return qe_objective(
+        m, math.exp(ls), k, t, wb, wa, wm, q, vb, va, vm, weight2, lam2, a_hi, uv_lo
+    )[0]
+
+
+@njit(cache=True)
+def qe_nelder_mead(
+    x0: FloatArray,
+    lo: FloatArray,
+    hi: FloatArray,
+    k: FloatArray,
+    t: float,
+    wb: FloatArray,
+    wa: FloatArray,
+    wm: FloatArray,
+    q: FloatArray,
+    vb: FloatArray,
+    va: FloatArray,
+    vm: FloatArray,
+    weight2: FloatArray,
+    lam2: float,
+    a_hi: float,
+    uv_lo: float,
+    maxiter: int,
+    xatol: float,
+    fatol: float,
+) -> tuple[float, float, float, int, int]:  # pragma: no cover - compiled
+    """Nelder-Mead (standard coefficients 1, 2, 1/2, 1/2) on the quasi-explicit outer
+    objective in ``z = (m, ln sigma)``, vertices clipped to the box ``[lo, hi]``.
+
+    Returns ``(m, ln sigma, objective, iterations, evaluations)``.
+    """
+    sim = np.empty((3, 2))
+    fs = np.empty(3)
+    sim[0, 0] = min(max(x0[0], lo[0]), hi[0])
+    sim[0, 1] = min(max(x0[1], lo[1]), hi[1])
+    for j in range(2):
+        step = 0.05 * (hi[j] - lo[j])
+        sim[j + 1, :] = sim[0, :]
+        v = sim[0, j] + step
+        if v > hi[j]:
+            v = sim[0, j] - step
+        sim[j + 1, j] = v
+    nfev = 0
+    for i in range(3):
+        fs[i] = _qe_value(
+            sim[i, 0],
+            sim[i, 1],
+            lo[0],
+            hi[0],
+            lo[1],
+            hi[1],
+            k,
+            t,
+            wb,
+            wa,
+            wm,
+            q,
+            vb,
+            va,
+            vm,
+            weight2,
+            lam2,
+            a_hi,
+            uv_lo,
+        )
+        nfev += 1
+    it = 0
+    xr = np.empty(2)
+    xe = np.empty(2)
+    xc = np.empty(2)
+    cen = np.empty(2)
+    while it < maxiter:
+        # order
+        for i in range(1, 3):
+            j = i
+            while j > 0 and fs[j] < fs[j - 1]:
+                tmpf = fs[j]
+                fs[j] = fs[j - 1]
+                fs[j - 1] = tmpf
+                for d in range(2):
+                    tmp = sim[j, d]
+                    sim[j, d] = sim[j - 1, d]
+                    sim[j - 1, d] = tmp
+                j -= 1
+        xspread = 0.0
+        for i in range(1, 3):
+            for d in range(2):
+                xspread = max(xspread, abs(sim[i, d] - sim[0, d]))
+        fspread = max(abs(fs[1] - fs[0]), abs(fs[2] - fs[0]))
+        if xspread <= xatol and fspread <= fatol:
+            break
+        it += 1
+        for d in range(2):
+            cen[d] = 0.5 * (sim[0, d] + sim[1, d])
+        for d in range(2):
+            xr[d] = min(max(cen[d] + (cen[d] - sim[2, d]), lo[d]), hi[d])
+        fr = _qe_value(
+            xr[0],
+            xr[1],
+            lo[0],
+            hi[0],
+            lo[1],
+            hi[1],
+            k,
+            t,
+            wb,
+            wa,
+            wm,
+            q,
+            vb,
+            va,
+            vm,
+            weight2,
+            lam2,
+            a_hi,
+            uv_lo,
+        )
+        nfev += 1
+        if fr < fs[0]:
+            for d in range(2):
+                xe[d] = min(max(cen[d] + 2.0 * (cen[d] - sim[2, d]), lo[d]), hi[d])
+            fe = _qe_value(
+                xe[0],
+                xe[1],
+                lo[0],
+                hi[0],
+                lo[1],
+                hi[1],
+                k,
+                t,
+                wb,
+                wa,
+                wm,
+                q,
+                vb,
+                va,
+                vm,
+                weight2,
+                lam2,
+                a_hi,
+                uv_lo,
+            )
+            nfev += 1
+            if fe < fr:
+                sim[2, :] = xe
+                fs[2] = fe
+            else:
+                sim[2, :] = xr
+                fs[2] = fr
+            continue
+        if fr < fs[1]:
+            sim[2, :] = xr
+            fs[2] = fr
+            continue
+        shrink = False
+        if fr < fs[2]:
+            for d in range(2):
+                xc[d] = cen[d] + 0.5 * (xr[d] - cen[d])
+            fc = _qe_value(
+                xc[0],
+                xc[1],
+                lo[0],
+                hi[0],
+                lo[1],
+                hi[1],
+                k,
+                t,
+                wb,
+                wa,
+                wm,
+                q,
+                vb,
+                va,
+                vm,
+                weight2,
+                lam2,
+                a_hi,
+                uv_lo,
+            )
+            nfev += 1
+            if fc <= fr:
+                sim[2, :] = xc
+                fs[2] = fc
+            else:
+                shrink = True
+        else:
+            for d in range(2):
+                xc[d] = cen[d] + 0.5 * (sim[2, d] - cen[d])
+            fc = _qe_value(
+                xc[0],
+                xc[1],
+                lo[0],
+                hi[0],
+                lo[1],
+                hi[1],
+                k,
+                t,
+                wb,
+                wa,
+                wm,
+                q,
+                vb,
+                va,
+                vm,
+                weight2,
+                lam2,
+                a_hi,
+                uv_lo,
+            )
+            nfev += 1
+            if fc < fs[2]:
+                sim[2, :] = xc
+                fs[2] = fc
+            else:
+                shrink = True
+        if shrink:
+            for i in range(1, 3):
+                for d in range(2):
+                    sim[i, d] = sim[0, d] + 0.5 * (sim[i, d] - sim[0, d])
+                fs[i] = _qe_value(
+                    sim[i, 0],
+                    sim[i, 1],
+                    lo[0],
+                    hi[0],
+                    lo[1],
+                    hi[1],
+                    k,
+                    t,
+                    wb,
+                    wa,
+                    wm,
+                    q,
+                    vb,
+                    va,
+                    vm,
+                    weight2,
+                    lam2,
+                    a_hi,
+                    uv_lo,
+                )
+                nfev += 1
+    best = 0
+    for i in range(1, 3):
+        if fs[i] < fs[best]:
+            best = i
+    return sim[best, 0], sim[best, 1], fs[best], it, nfev

@@ -72,6 +72,9 @@ class SviSliceSettings:
         Iteration limit of Nelder-Mead.
     polish_maxiter:
         Iteration limit of each SLSQP run of the polish.
+    polish:
+        Polish every smile from the quasi-explicit optimum on the exact implied-vol
+        objective (True), or only those whose quasi-explicit optimum violates a constraint.
     """
 
     mid_weight: float = 0.1
@@ -82,7 +85,8 @@ class SviSliceSettings:
     grid_m: int = 9
     grid_sigma: int = 7
     maxiter: int = 400
-    polish_maxiter: int = 100
+    polish_maxiter: int = 150
+    polish: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,8 @@ class SliceFitResult:
     method:
         ``"quasi-explicit"`` or ``"quasi-explicit+slsqp"``.
     constraint_min:
-        Smallest constraint value at the solution (>= 0 when feasible), on the constraint grid.
+        Smallest value at the solution of the analytic constraints (minimum variance, wing
+        bound) and of ``g`` on the dense check grid: >= 0 when feasible.
     """
 
     params: SviRaw
@@ -239,6 +244,24 @@ class _SliceProblem:
         dsig_dw = np.where(sig > 0, 1.0 / (2.0 * np.where(sig > 0, sig, 1.0) * t), 0.0)
         return np.asarray((dloss_dsig * dsig_dw) @ dw)
 
+    def residuals(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Residuals ``r`` with ``loss = r @ r`` and their Jacobian ``(2 n, 5)``:
+        ``sqrt(weight2) dist(sigma, band)`` and ``sqrt(weight2) lam (sigma - mid)``."""
+        w, _, _, dw, _, _ = _svi_parts(x, self.k)
+        t = self.data.t
+        sig = np.sqrt(np.maximum(w, 0.0) / t)
+        below, above = sig < self.vb, sig > self.va
+        dist = np.where(below, sig - self.vb, np.where(above, sig - self.va, 0.0))
+        sw = np.sqrt(self.weight2)
+        lam = math.sqrt(self.lam2)
+        dsig = np.where(sig > 0, 1.0 / (2.0 * np.where(sig > 0, sig, 1.0) * t), 0.0)
+        jac_sig = dsig[:, None] * dw
+        r = np.concatenate([sw * dist, sw * lam * (sig - self.vm)])
+        jac = np.concatenate(
+            [((below | above) * sw)[:, None] * jac_sig, (sw * lam)[:, None] * jac_sig], axis=0
+        )
+        return r, jac
+
     def bounds(self) -> list[tuple[float, float]]:
         """Box of the five raw parameters in the polish (``a >= -2 sigma_max`` is necessary
         for ``w >= 0`` given Lee's bound; positivity itself is a constraint)."""
@@ -286,6 +309,28 @@ class _SliceProblem:
 
     def constraints_jac(self, x: FloatArray, grid: FloatArray) -> FloatArray:
         return self._constraints(x, grid)[1]
+
+    def active_constraints(self, x: FloatArray, pts: FloatArray) -> FloatArray:
+        return self._active(x, pts)[0]
+
+    def active_constraints_jac(self, x: FloatArray, pts: FloatArray) -> FloatArray:
+        return self._active(x, pts)[1]
+
+    def _active(self, x: FloatArray, pts: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Constraints on the active points ``pts`` only: ``g(k) >= g_margin`` there, the
+        analytic minimum of ``w`` (``a + b sigma sqrt(1 - rho**2) >= w_floor theta``, which
+        keeps ``w > 0`` everywhere) and Lee's wing bound ``b (1 +- rho) <= 2``."""
+        s = self.settings
+        _, b, rho, _, sigma = x
+        g, dg, _, _ = _g_and_jac(x, pts)
+        root = math.sqrt(max(1.0 - rho * rho, 1e-300))
+        wmin = (x[0] + b * sigma * root) / self.theta - s.w_floor
+        dwmin = np.array([1.0, sigma * root, -b * sigma * rho / root, 0.0, b * root]) / self.theta
+        slopes = np.array([b * (1.0 - rho), b * (1.0 + rho)])
+        dslopes = np.array([[0.0, 1.0 - rho, -b, 0.0, 0.0], [0.0, 1.0 + rho, b, 0.0, 0.0]])
+        vals = np.concatenate([g - s.g_margin, [wmin], 2.0 - slopes])
+        jac = np.concatenate([dg, dwmin[None, :], -dslopes], axis=0)
+        return vals, jac
 
     def _constraints(self, x: FloatArray, grid: FloatArray) -> tuple[FloatArray, FloatArray]:
         s = self.settings
@@ -346,9 +391,7 @@ def fit_svi_slice(
     prob = _SliceProblem(data, s, lower, upper, k_bounds)
     ms = np.linspace(*prob.m_bounds, s.grid_m)
     sigmas = np.geomspace(*prob.sigma_bounds, s.grid_sigma)
-    table = _kernels.qe_grid(
-        ms,
-        sigmas,
+    args = (
         prob.k,
         data.t,
         prob.wb,
@@ -363,53 +406,107 @@ def fit_svi_slice(
         prob.a_hi,
         s.uv_floor,
     )
+    table = _kernels.qe_grid(ms, sigmas, *args)
     i, j = np.unravel_index(int(np.argmin(table)), table.shape)
-    log_bounds = [prob.m_bounds, (math.log(prob.sigma_bounds[0]), math.log(prob.sigma_bounds[1]))]
-
-    def outer(z: FloatArray) -> float:
-        return float(prob.qe(float(z[0]), math.exp(float(z[1])))[0])
-
-    nm = minimize(
-        outer,
-        np.array([ms[i], math.log(sigmas[j])]),
-        method="Nelder-Mead",
-        bounds=log_bounds,
-        options={"xatol": 1e-7, "fatol": 1e-13, "maxiter": s.maxiter},
+    lo = np.array([prob.m_bounds[0], math.log(prob.sigma_bounds[0])])
+    hi = np.array([prob.m_bounds[1], math.log(prob.sigma_bounds[1])])
+    m_opt, ls_opt, fun, nit, nfev = _kernels.qe_nelder_mead(
+        np.array([ms[i], math.log(sigmas[j])]), lo, hi, *args, s.maxiter, 1e-7, 1e-13
     )
-    m_opt, sigma_opt = float(nm.x[0]), math.exp(float(nm.x[1]))
+    sigma_opt = math.exp(ls_opt)
     _, a, u, v = prob.qe(m_opt, sigma_opt)
     qe_params = _raw_from_auv(a, u, v, m_opt, sigma_opt)
     x0 = np.array([qe_params.a, qe_params.b, qe_params.rho, qe_params.m, qe_params.sigma])
-    grid = prob.grid(m_opt, sigma_opt)
-    cmin = float(np.min(prob.constraints(x0, grid)))
-    iterations, nfev = int(nm.nit), int(nm.nfev)
-    dense_ok = bool(np.all(_g_and_jac(x0, prob.dense_grid(m_opt, sigma_opt))[0] >= 0.0))
-    if cmin >= 0.0 and dense_ok:
+    iterations, nfev = int(nit), int(nfev)
+    converged = nit < s.maxiter
+    dense = prob.dense_grid(m_opt, sigma_opt)
+    cmin = float(np.min(prob.active_constraints(x0, np.empty(0))))
+    ok = cmin >= 0.0 and bool(np.all(_g_and_jac(x0, dense)[0] >= 0.0))
+    if ok and prob.neighbours:
+        ok = float(np.min(prob.constraints(x0, prob.grid(m_opt, sigma_opt)))) >= 0.0
+    if not s.polish and ok:
         return SliceFitResult(
             params=qe_params,
-            objective=float(nm.fun),
-            converged=bool(nm.success),
+            objective=float(fun),
+            converged=converged,
             iterations=iterations,
             nfev=nfev,
-            message=str(nm.message),
+            message="quasi-explicit optimum satisfies the constraints",
             method="quasi-explicit",
-            constraint_min=cmin,
+            constraint_min=min(cmin, float(np.min(_g_and_jac(x0, dense)[0]))),
         )
-    return _polish(prob, grid, x0, iterations, nfev)
+    return _polish(prob, x0, ok and converged, iterations, nfev)
+
+
+def _x_of_z(z: FloatArray) -> FloatArray:
+    """Raw ``(a, b, rho, m, sigma)`` of polish coordinates ``z = (a, p, c, m, ln sigma)`` where
+    ``p = b (1 - rho)`` and ``c = b (1 + rho)`` are the wing slopes: ``w`` is linear in
+    ``(a, p, c)``, and Lee's bound is the box ``p, c <= 2``."""
+    a, pl, cr, m, ls = z
+    b = 0.5 * (pl + cr)
+    return np.array([a, b, (cr - pl) / (pl + cr), m, math.exp(ls)])
+
+
+def _dx_dz(z: FloatArray) -> FloatArray:
+    _, pl, cr, _, ls = z
+    tot = pl + cr
+    out = np.zeros((5, 5))
+    out[0, 0] = 1.0
+    out[1, 1] = out[1, 2] = 0.5
+    out[2, 1] = -2.0 * cr / tot**2
+    out[2, 2] = 2.0 * pl / tot**2
+    out[3, 3] = 1.0
+    out[4, 4] = math.exp(ls)
+    return out
+
+
+def _active_points(g: FloatArray, k: FloatArray, margin: float, limit: int = 12) -> FloatArray:
+    """Points of a dense grid where the constraint ``g >= margin`` matters: the local minima
+    of ``g`` below ``10 margin + 0.05`` and, where ``g < margin``, up to ``limit`` evenly
+    spread points of each violated stretch."""
+    n = g.size
+    if n < 3:
+        return k.copy()
+    inner = (g[1:-1] <= g[:-2]) & (g[1:-1] <= g[2:])
+    minima = np.flatnonzero(inner) + 1
+    if g[0] <= g[1]:
+        minima = np.concatenate([[0], minima])
+    if g[-1] <= g[-2]:
+        minima = np.concatenate([minima, [n - 1]])
+    picks = [minima[g[minima] < 10.0 * margin + 0.05]]
+    bad = np.flatnonzero(g < margin)
+    if bad.size:
+        picks.append(bad[np.unique(np.linspace(0, bad.size - 1, min(limit, bad.size)).astype(int))])
+    idx = np.unique(np.concatenate(picks)) if picks else np.empty(0, dtype=int)
+    return np.asarray(k[idx], dtype=float)
 
 
 def _polish(
-    prob: _SliceProblem, grid: FloatArray, x_qe: FloatArray, iterations: int, nfev: int
+    prob: _SliceProblem, x_qe: FloatArray, qe_ok: bool, iterations: int, nfev: int
 ) -> SliceFitResult:
-    """SLSQP over the five raw parameters under the no-arbitrage constraints.
+    """Local constrained fit over the five raw parameters from the quasi-explicit optimum.
 
-    The constraint grid follows ``(m, sigma)`` between SLSQP runs (at most three rounds).
+    Coordinates ``z = (a, b (1 - rho), b (1 + rho), m, ln sigma)`` (:func:`_x_of_z`): ``w`` is
+    linear in the first three and Lee's bound is a box. Solver: SciPy's SLSQP on the exact
+    implied-vol objective with analytic gradients and constraint Jacobians. The semi-infinite
+    constraint ``g(k) >= g_margin`` is imposed on an active set of points, grown between runs by the
+    exchange method: after each run the dense check grid (:data:`volcal.svi.grids.CHECK_SIZES`)
+    is scanned and its local minima of ``g`` below the margin join the set (at most 6 rounds
+    per start). Starts: the quasi-explicit optimum, then (if no feasible point was reached)
+    neighbour-derived starts and a nearly flat smile.
     """
     s = prob.settings
-    bounds = prob.bounds()
-    lower = np.array([lo for lo, _ in bounds])
-    upper = np.array([hi for _, hi in bounds])
-    starts = [np.clip(x_qe, lower, upper)]
+    (a_lo, a_hi), _, _, (m_lo, m_hi), (s_lo, s_hi) = prob.bounds()
+    floor = 1e-8
+    lower = np.array([a_lo, floor, floor, m_lo, math.log(s_lo)])
+    upper = np.array([a_hi, 2.0, 2.0, m_hi, math.log(s_hi)])
+
+    def z_of(x: FloatArray) -> FloatArray:
+        a, b, rho, m, sigma = x
+        z = np.array([a, b * (1.0 - rho), b * (1.0 + rho), m, math.log(max(sigma, 1e-300))])
+        return np.clip(z, lower, upper)
+
+    starts = [z_of(x_qe)]
     for p, sign in prob.neighbours:
         # starts that satisfy that calendar constraint: a shorter smile shifted up, or a
         # longer one scaled down, to today's ATM level
@@ -419,75 +516,102 @@ def _polish(
         else:
             lam = min(prob.theta / w0, 1.0) if w0 > 0 else 1.0
             x_p = [lam * p.a, lam * p.b, p.rho, p.m, p.sigma]
-        starts.append(np.clip(np.array(x_p), lower, upper))
-    # last resort, feasible for the butterfly constraints: the flat smile w = theta (g = 1)
+        starts.append(z_of(np.array(x_p)))
+    # last resort, feasible for the butterfly constraints: a nearly flat smile w ~ theta
     flat = np.array(
         [
             prob.theta,
-            0.0,
-            0.0,
+            1e-4,
+            1e-4,
             float(prob.k[np.argmin(np.abs(prob.k))]),
-            math.sqrt(prob.sigma_bounds[0] * prob.sigma_bounds[1]),
+            0.5 * (math.log(s_lo) + math.log(s_hi)),
         ]
     )
     starts.append(np.clip(flat, lower, upper))
-    best: tuple[float, FloatArray, str, bool] | None = None
-    for x_start in starts:
-        x = x_start
-        success = False
-        message = ""
-        extra = np.empty(0)
-        for _round in range(4):
+
+    def feasible(x: FloatArray) -> tuple[bool, FloatArray, FloatArray]:
+        dense = prob.dense_grid(float(x[3]), float(x[4]))
+        g_dense = _g_and_jac(x, dense)[0]
+        ok = float(np.min(prob.active_constraints(x, np.empty(0)))) >= -1e-12
+        ok = ok and bool(np.all(g_dense >= 0.0))
+        if ok and prob.neighbours:
+            grid = prob.grid(float(x[3]), float(x[4]))
+            ok = float(np.min(prob.constraints(x, grid))) >= -1e-9
+        return ok, dense, g_dense
+
+    def loss(z: FloatArray) -> float:
+        return prob.loss(_x_of_z(z))
+
+    def loss_grad(z: FloatArray) -> FloatArray:
+        return np.asarray(prob.loss_grad(_x_of_z(z)) @ _dx_dz(z))
+
+    zbounds = list(zip(lower, upper, strict=True))
+    f_scale = max(prob.loss(x_qe), 1e-12)
+    best: tuple[float, FloatArray, bool] | None = None
+    if qe_ok:
+        best = (prob.loss(x_qe), x_qe, True)
+    for z in starts:
+        x = _x_of_z(z)
+        _, dense, g_dense = feasible(x)
+        pts = _active_points(g_dense, dense, s.g_margin)
+        ok, conv = False, False
+        for _round in range(6):
+            grid = prob.grid(float(x[3]), float(x[4])) if prob.neighbours else None
+
+            def cons(
+                zz: FloatArray, pts: FloatArray = pts, grid: FloatArray | None = grid
+            ) -> tuple[FloatArray, FloatArray]:
+                xx = _x_of_z(zz)
+                c, jc = prob._active(xx, pts)
+                if grid is not None:
+                    c2, jc2 = prob._constraints(xx, grid)
+                    c, jc = np.concatenate([c, c2]), np.concatenate([jc, jc2], axis=0)
+                return c, jc @ _dx_dz(zz)
+
             res = minimize(
-                prob.loss,
-                x,
-                jac=prob.loss_grad,
+                loss,
+                z,
+                jac=loss_grad,
                 method="SLSQP",
-                bounds=bounds,
+                bounds=zbounds,
                 constraints=[
                     {
                         "type": "ineq",
-                        "fun": prob.constraints,
-                        "jac": prob.constraints_jac,
-                        "args": (grid,),
+                        "fun": lambda zz, cons=cons: cons(zz)[0],
+                        "jac": lambda zz, cons=cons: cons(zz)[1],
                     }
                 ],
-                options={"maxiter": s.polish_maxiter, "ftol": 1e-12},
+                # ftol is absolute in SLSQP: relative 1e-8 of the unconstrained optimum
+                options={"maxiter": s.polish_maxiter, "ftol": 1e-8 * f_scale},
             )
             iterations += int(res.nit)
             nfev += int(res.nfev)
-            x = np.clip(np.asarray(res.x, dtype=float), lower, upper)
+            z = np.clip(np.asarray(res.x, dtype=float), lower, upper)
             # SLSQP status 8 ("positive directional derivative for linesearch"): no descent
-            # direction left at the working precision, i.e. stationary; we count it as
-            # converged when the point is feasible (checked below)
-            success, message = bool(res.success) or int(res.status) == 8, str(res.message)
-            # exchange step of semi-infinite programming: look for g < 0 on the dense check
-            # grid and add the worst points (and their neighbours) to the constraint grid
-            grid = np.concatenate([prob.grid(float(x[3]), float(x[4])), extra])
-            dense = prob.dense_grid(float(x[3]), float(x[4]))
-            g_dense = _g_and_jac(x, dense)[0]
-            bad = g_dense < 0.0
-            if float(np.min(prob.constraints(x, grid))) >= -1e-9 and not bad.any():
+            # direction left at the working precision, i.e. stationary
+            conv = bool(res.success) or int(res.status) == 8
+            x = _x_of_z(z)
+            ok, dense, g_dense = feasible(x)
+            if ok:
                 break
-            if bad.any():
-                worst = dense[np.argsort(g_dense)[:5]]
-                step = float(np.min(np.diff(dense))) if dense.size > 1 else 1e-3
-                extra = np.concatenate([extra, worst, worst - 4 * step, worst + 4 * step])
-                grid = np.concatenate([grid, extra])
-        feasible = float(np.min(prob.constraints(x, grid))) >= -1e-9
-        feasible = feasible and bool(np.all(_g_and_jac(x, prob.dense_grid(x[3], x[4]))[0] >= 0))
-        score = prob.loss(x) if feasible else math.inf
-        if best is None or score < best[0]:
-            best = (score, x, message, success and feasible)
-        if feasible and success:
+            pts = np.unique(np.concatenate([pts, _active_points(g_dense, dense, s.g_margin)]))
+        if ok:
+            score = prob.loss(x)
+            if best is None or score < best[0]:
+                best = (score, x, conv)
             break
-    assert best is not None
-    score, x, message, ok = best
-    if not math.isfinite(score):
+    if best is None:
         # no start reached a feasible point: return the flat smile, flagged not converged
-        x, message, ok = starts[-1], f"no feasible solution found ({message})", False
-    grid = prob.grid(float(x[3]), float(x[4]))
-    cmin = float(np.min(prob.constraints(x, grid)))
+        x = _x_of_z(starts[-1])
+        message, ok = "no feasible solution found", False
+    else:
+        _, x, ok = best
+        message = "converged" if ok else "SLSQP stopped at its iteration limit"
+    dense = prob.dense_grid(float(x[3]), float(x[4]))
+    cmin = min(
+        float(np.min(prob.active_constraints(x, np.empty(0)))),
+        float(np.min(_g_and_jac(x, dense)[0])),
+    )
     a, b, rho, m, sigma = (float(v) for v in x)
     return SliceFitResult(
         params=SviRaw(a=a, b=b, rho=rho, m=m, sigma=sigma),

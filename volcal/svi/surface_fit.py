@@ -13,13 +13,15 @@ import pandas as pd
 from volcal.errors import ArbitrageWarning, CalibrationError, ConvergenceWarning
 from volcal.surface import SmileSurface
 from volcal.svi.arbitrage import ArbitrageReport, check_surface, quote_arbitrage
+from volcal.svi.essvi import EssviSurface
 from volcal.svi.grids import k_range
 from volcal.svi.params import SviRaw
-from volcal.svi.quotes import quotes_frame, select_quotes, slices_from_quotes
+from volcal.svi.quotes import SliceQuotes, quotes_frame, select_quotes, slices_from_quotes
 from volcal.svi.slice_fit import SviSliceSettings, fit_svi_slice
+from volcal.svi.ssvi import SsviSurface
 from volcal.svi.svi_surface import SviSurface
 
-__all__ = ["OptimizerReport", "SurfaceFit", "fit_svi"]
+__all__ = ["OptimizerReport", "SurfaceFit", "assemble_fit", "fit_svi", "prepare_slices"]
 
 SCHEMA = "volcal.surface_fit/1"
 
@@ -54,7 +56,7 @@ class SurfaceFit:
     Attributes
     ----------
     model:
-        ``"svi"`` (later ``"ssvi"``, ``"essvi"``).
+        ``"svi"``, ``"ssvi"`` or ``"essvi"``.
     surface:
         The fitted :class:`~volcal.surface.VolSurface`.
     params:
@@ -116,21 +118,13 @@ class SurfaceFit:
         for col in q.columns:
             if isinstance(q[col].dtype, pd.DatetimeTZDtype):
                 q[col] = q[col].astype(str)
-        surf = self.surface
-        if not isinstance(surf, SviSurface):
-            raise NotImplementedError(f"to_dict for {type(surf).__name__}")
         return {
             "schema": SCHEMA,
             "model": self.model,
             "as_of": self.as_of,
             "underlying": self.underlying,
             "exchange": self.exchange,
-            "surface": {
-                "t": list(surf.t),
-                "params": [asdict(p) for p in surf.params],
-                "forwards": list(surf.forward_curve.forwards),
-                "spot": surf.forward_curve.spot,
-            },
+            "surface": _surface_to_dict(self.surface),
             "params": params.to_dict(orient="list"),
             "quotes": q.to_dict(orient="list"),
             "rmse_iv": self.rmse_iv,
@@ -145,10 +139,7 @@ class SurfaceFit:
         """Inverse of :meth:`to_dict`."""
         if data.get("schema") != SCHEMA:
             raise ValueError(f"unknown SurfaceFit schema {data.get('schema')!r}, want {SCHEMA}")
-        s = data["surface"]
-        surface = SviSurface.from_slices(
-            s["t"], [SviRaw(**p) for p in s["params"]], s["forwards"], s["spot"]
-        )
+        surface = _surface_from_dict(data["model"], data["surface"])
         params = pd.DataFrame(data["params"])
         params["expiry"] = pd.to_datetime(params["expiry"], utc=True)
         quotes = pd.DataFrame(data["quotes"])
@@ -170,6 +161,31 @@ class SurfaceFit:
         )
 
 
+def _surface_to_dict(surf: SmileSurface) -> dict[str, Any]:
+    if isinstance(surf, SviSurface):
+        return {
+            "t": list(surf.t),
+            "params": [asdict(p) for p in surf.params],
+            "forwards": list(surf.forward_curve.forwards),
+            "spot": surf.forward_curve.spot,
+        }
+    if isinstance(surf, (SsviSurface, EssviSurface)):
+        return surf.to_dict()
+    raise NotImplementedError(f"to_dict for {type(surf).__name__}")
+
+
+def _surface_from_dict(model: str, s: dict[str, Any]) -> SmileSurface:
+    if model == "svi":
+        return SviSurface.from_slices(
+            s["t"], [SviRaw(**p) for p in s["params"]], s["forwards"], s["spot"]
+        )
+    if model == "ssvi":
+        return SsviSurface.from_dict(s)
+    if model == "essvi":
+        return EssviSurface.from_dict(s)
+    raise ValueError(f"unknown surface model {model!r}")
+
+
 def _residuals(quotes: pd.DataFrame, surface: SmileSurface) -> pd.DataFrame:
     q = quotes.copy()
     used = q["used"].to_numpy(dtype=bool)
@@ -187,6 +203,102 @@ def _residuals(quotes: pd.DataFrame, surface: SmileSurface) -> pd.DataFrame:
     )
     q.loc[~used, "outside_iv"] = np.nan
     return q
+
+
+def prepare_slices(
+    chain: Any, min_t: float, min_quotes: int, spread_floor: float
+) -> tuple[pd.DataFrame, pd.DataFrame, list[SliceQuotes], tuple[float, float]]:
+    """Select quotes and split them by expiry.
+
+    Returns
+    -------
+    tuple
+        ``(raw quotes, selected quotes, slices, (k_lo, k_hi))``; ``k_lo, k_hi`` is the padded
+        log-moneyness range of all expiries (:func:`volcal.svi.grids.k_range`).
+
+    Raises
+    ------
+    CalibrationError
+        When no expiry has enough usable quotes.
+    """
+    raw = quotes_frame(chain)
+    selected = select_quotes(raw, min_t=min_t, min_quotes=min_quotes, spread_floor=spread_floor)
+    slices = slices_from_quotes(selected)
+    if not slices:
+        reasons = selected["excluded_reason"].value_counts().head(5).to_dict()
+        raise CalibrationError(f"no expiry has {min_quotes} usable quotes; exclusions: {reasons}")
+    lo, hi = np.inf, -np.inf
+    for d in slices:
+        a, b = k_range(d.k, d.atm_variance)
+        lo, hi = min(lo, a), max(hi, b)
+    return raw, selected, slices, (float(lo), float(hi))
+
+
+def assemble_fit(
+    model: str,
+    chain: Any,
+    raw: pd.DataFrame,
+    selected: pd.DataFrame,
+    slices: list[SliceQuotes],
+    surface: SmileSurface,
+    rows: list[dict[str, Any]],
+    local: list[tuple[float, float]],
+    k_bounds: tuple[float, float],
+    *,
+    converged: list[bool],
+    iterations: int,
+    nfev: int,
+    message: str,
+    start: float,
+    settings: dict[str, Any],
+) -> SurfaceFit:
+    """Residuals, per-expiry table, arbitrage report and optimiser report of a fitted surface.
+
+    ``rows`` holds each expiry's model parameters (and ``method``, ``converged``...);
+    ``local`` the ``(m, sigma)`` scales of the smiles for the arbitrage grid.
+    """
+    quotes = _residuals(selected, surface)
+    used = quotes[quotes["used"]]
+    table = []
+    for d, extra in zip(slices, rows, strict=True):
+        q = used.loc[d.index]
+        table.append(
+            {"expiry": d.expiry, "t": d.t, "forward": d.forward}
+            | extra
+            | {
+                "n_quotes": int(d.k.size),
+                "rmse_iv": float(np.sqrt(np.mean(q["residual_iv"] ** 2))),
+                "inside": float(np.mean(q["outside_iv"] == 0.0)),
+            }
+        )
+    params = pd.DataFrame(table)
+    report = check_surface(surface, k_bounds[0], k_bounds[1], local, quote_arbitrage(quotes))
+    bad = [str(d.expiry.date()) for d, ok in zip(slices, converged, strict=True) if not ok]
+    if bad:
+        message = f"not converged: {', '.join(bad)} ({message})"
+    elif model == "svi":
+        message = "all expiries converged"
+    optimizer = OptimizerReport(
+        converged=not bad,
+        iterations=int(iterations),
+        nfev=int(nfev),
+        message=message,
+        time_s=time.perf_counter() - start,
+    )
+    return SurfaceFit(
+        model=model,
+        surface=surface,
+        params=params,
+        quotes=quotes,
+        rmse_iv=float(np.sqrt(np.mean(used["residual_iv"] ** 2))),
+        inside_share=float(np.mean(used["outside_iv"] == 0.0)),
+        optimizer=optimizer,
+        arbitrage=report,
+        settings=settings,
+        as_of=str(getattr(chain, "as_of", "")),
+        underlying=str(getattr(chain, "underlying", "")),
+        exchange=str(getattr(chain, "exchange", "")),
+    )
 
 
 def fit_svi(
@@ -230,16 +342,7 @@ def fit_svi(
     """
     start = time.perf_counter()
     s = settings or SviSliceSettings()
-    raw = quotes_frame(chain)
-    selected = select_quotes(raw, min_t=min_t, min_quotes=min_quotes, spread_floor=spread_floor)
-    slices = slices_from_quotes(selected)
-    if not slices:
-        reasons = selected["excluded_reason"].value_counts().head(5).to_dict()
-        raise CalibrationError(f"no expiry has {min_quotes} usable quotes; exclusions: {reasons}")
-    lo, hi = np.inf, -np.inf
-    for d in slices:
-        a, b = k_range(d.k, d.atm_variance)
-        lo, hi = min(lo, a), max(hi, b)
+    raw, selected, slices, (lo, hi) = prepare_slices(chain, min_t, min_quotes, spread_floor)
     results = [fit_svi_slice(d, settings=s, k_bounds=(lo, hi)) for d in slices]
     spot: float | None = None
     if "index_price" in raw.columns and raw["index_price"].notna().any():
@@ -247,67 +350,45 @@ def fit_svi(
     surface = SviSurface.from_slices(
         [d.t for d in slices], [r.params for r in results], [d.forward for d in slices], spot
     )
-    quotes = _residuals(selected, surface)
-    used = quotes[quotes["used"]]
-    rows = []
-    for d, r in zip(slices, results, strict=True):
-        q = used.loc[d.index]
-        p = r.params
-        rows.append(
-            {
-                "expiry": d.expiry,
-                "t": d.t,
-                "forward": d.forward,
-                "a": p.a,
-                "b": p.b,
-                "rho": p.rho,
-                "m": p.m,
-                "sigma": p.sigma,
-                "n_quotes": int(d.k.size),
-                "rmse_iv": float(np.sqrt(np.mean(q["residual_iv"] ** 2))),
-                "inside": float(np.mean(q["outside_iv"] == 0.0)),
-                "objective": r.objective,
-                "method": r.method,
-                "converged": r.converged,
-                "iterations": r.iterations,
-                "message": r.message,
-            }
-        )
-    params = pd.DataFrame(rows)
-    report = check_surface(
-        surface, lo, hi, [(r.params.m, r.params.sigma) for r in results], quote_arbitrage(quotes)
+    rows = [
+        {
+            "a": r.params.a,
+            "b": r.params.b,
+            "rho": r.params.rho,
+            "m": r.params.m,
+            "sigma": r.params.sigma,
+            "objective": r.objective,
+            "method": r.method,
+            "converged": r.converged,
+            "iterations": r.iterations,
+            "message": r.message,
+        }
+        for r in results
+    ]
+    fit = assemble_fit(
+        "svi",
+        chain,
+        raw,
+        selected,
+        slices,
+        surface,
+        rows,
+        [(r.params.m, r.params.sigma) for r in results],
+        (lo, hi),
+        converged=[r.converged for r in results],
+        iterations=sum(r.iterations for r in results),
+        nfev=sum(r.nfev for r in results),
+        message="",
+        start=start,
+        settings=asdict(s)
+        | {"min_t": min_t, "min_quotes": min_quotes, "spread_floor": spread_floor},
     )
-    bad = [str(d.expiry.date()) for d, r in zip(slices, results, strict=True) if not r.converged]
-    optimizer = OptimizerReport(
-        converged=not bad,
-        iterations=int(sum(r.iterations for r in results)),
-        nfev=int(sum(r.nfev for r in results)),
-        message="all expiries converged" if not bad else f"not converged: {', '.join(bad)}",
-        time_s=time.perf_counter() - start,
-    )
-    if bad:
-        warnings.warn(f"SVI fit: {optimizer.message}", ConvergenceWarning, stacklevel=2)
-    if not report.arbitrage_free:
+    if not fit.optimizer.converged:
+        warnings.warn(f"SVI fit: {fit.optimizer.message}", ConvergenceWarning, stacklevel=2)
+    if not fit.arbitrage.arbitrage_free:
         warnings.warn(
-            f"SVI surface has static arbitrage: {report.summary()}", ArbitrageWarning, stacklevel=2
+            f"SVI surface has static arbitrage: {fit.arbitrage.summary()}",
+            ArbitrageWarning,
+            stacklevel=2,
         )
-    settings_dict = asdict(s) | {
-        "min_t": min_t,
-        "min_quotes": min_quotes,
-        "spread_floor": spread_floor,
-    }
-    as_of = str(getattr(chain, "as_of", ""))
-    return SurfaceFit(
-        model="svi",
-        surface=surface,
-        params=params,
-        quotes=quotes,
-        rmse_iv=float(np.sqrt(np.mean(used["residual_iv"] ** 2))),
-        inside_share=float(np.mean(used["outside_iv"] == 0.0)),
-        optimizer=optimizer,
-        arbitrage=report,
-        settings=settings_dict,
-        as_of=as_of,
-        underlying=str(getattr(chain, "underlying", "")),
-        exchange=str(getattr(chain, "exchange", "")),
-    )
+    return fit

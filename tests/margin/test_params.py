@@ -1,0 +1,140 @@
+"""Margin parameter calibration: synthetic histories with known answers, and the real data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from volcal.margin import (
+    NODES_DAYS,
+    VEGA_BUCKETS_DAYS,
+    HistoryStats,
+    MarginParams,
+    calibrate_margin_params,
+    history_stats,
+)
+
+DAILY_VOL = 0.6 / math.sqrt(365.0)
+SSR_TRUE = 1.5
+SKEW = -0.3
+P_SHORT, P_LONG, S30 = 0.3, 0.13, 0.05
+
+
+def _synthetic_stats(days: int = 2000, per_day: int = 4, seed: int = 7) -> HistoryStats:
+    """Snapshots every 6 h: GBM forward (60 % vol), ATM vols = mean-reverting log noise with
+    daily std S30 (30/d)^p, plus SSR_TRUE * skew * (a slowly forgotten sum of d ln F)."""
+    rng = np.random.default_rng(seed)
+    n = days * per_day
+    times = pd.Timestamp("2020-01-01", tz="UTC") + pd.to_timedelta(np.arange(n) * 24 / per_day, "h")
+    dlf = rng.standard_normal(n) * DAILY_VOL / math.sqrt(per_day)
+    lf = np.log(80_000.0) + np.cumsum(dlf)
+    u = np.zeros(n)
+    for i in range(1, n):
+        u[i] = 0.98 * u[i - 1] + dlf[i]
+    table: dict[str, object] = {"as_of": times, "spot": np.exp(lf)}
+    common = rng.standard_normal(n)
+    for d in NODES_DAYS:
+        s = S30 * (30 / d) ** (P_SHORT if d < 30 else P_LONG) / math.sqrt(per_day)
+        x = np.zeros(n)
+        for i in range(1, n):
+            x[i] = 0.98 * x[i - 1] + s * common[i]
+        table[f"atm_{d}"] = 0.5 * np.exp(x) + SSR_TRUE * SKEW * u
+        table[f"skew_{d}"] = np.full(n, SKEW)
+        table[f"fwd_{d}"] = np.exp(lf + 0.01 * d / 365)
+    for b in range(len(VEGA_BUCKETS_DAYS)):
+        table[f"hs_vol_{b}"] = np.full(n, 0.004 + 0.001 * b)
+    table["turnover"] = np.full(n, 0.05)
+    return HistoryStats(pd.DataFrame(table), "SYN")
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> HistoryStats:
+    return _synthetic_stats()
+
+
+def test_price_range_is_normal_expected_shortfall(synthetic: HistoryStats) -> None:
+    p = calibrate_margin_params(synthetic, 0.99, "1D", ewma_lambda=0.999, stress_weight=0.0)
+    # closed form: ES_0.99 of N(0, s) is s * phi(z_0.99) / 0.01 = 2.6652 s (z = 2.3263)
+    z = 2.3263478740408408
+    es = DAILY_VOL * math.exp(-0.5 * z * z) / math.sqrt(2 * math.pi) / 0.01
+    var = DAILY_VOL * z
+    assert p.price_range == pytest.approx(math.exp(es) - 1, rel=0.10)  # the up tail is wider
+    assert p.price_range_mm == pytest.approx(math.exp(var) - 1, rel=0.10)
+    assert p.horizon_days == 1.0 and p.confidence == 0.99
+
+
+def test_vol_shock_shape_recovered(synthetic: HistoryStats) -> None:
+    p = calibrate_margin_params(synthetic, 0.99, "1D")
+    assert p.vol_shock.p_short == pytest.approx(P_SHORT, abs=0.06)
+    assert p.vol_shock.p_long == pytest.approx(P_LONG, abs=0.06)
+    # 30-day shock: ES of the ln-vol change (~2.67 x 5 %), as a relative move
+    assert p.vol_shock.up_30d == pytest.approx(math.exp(2.6652 * S30) - 1, rel=0.25)
+    assert p.vol_shock_mm.up_30d < p.vol_shock.up_30d
+
+
+def test_ssr_recovered(synthetic: HistoryStats) -> None:
+    p = calibrate_margin_params(synthetic, 0.99, "1D")
+    assert p.ssr == pytest.approx(SSR_TRUE, abs=0.06)
+    assert p.half_spread_vol == pytest.approx((0.004, 0.005, 0.006, 0.007, 0.008))
+    assert p.turnover == pytest.approx(0.05)
+
+
+def test_stress_floor_and_as_of(synthetic: HistoryStats) -> None:
+    calm = calibrate_margin_params(synthetic, stress_weight=0.0)
+    floored = calibrate_margin_params(synthetic, stress_weight=1.0)
+    assert floored.price_range >= calm.price_range
+    d = floored.diagnostics
+    assert floored.price_range == pytest.approx(max(d["R_es_ewma"], d["R_es_stress"]))
+    cut = synthetic.table["as_of"].iloc[400]
+    early = calibrate_margin_params(synthetic, as_of=cut)
+    assert pd.Timestamp(early.as_of) < cut
+    with pytest.raises(ValueError, match="horizon returns"):
+        calibrate_margin_params(synthetic, as_of=synthetic.table["as_of"].iloc[20])
+
+
+def test_params_round_trip_and_sources(synthetic: HistoryStats) -> None:
+    p = calibrate_margin_params(synthetic)
+    d = p.to_dict()
+    json.dumps(d)
+    q = MarginParams.from_dict(d)
+    assert q.price_range == p.price_range and q.vol_shock == p.vol_shock and q.ssr == p.ssr
+    for name in (
+        "price_range",
+        "price_range_mm",
+        "vol_shock",
+        "vol_shock_mm",
+        "ssr",
+        "half_spread_vol",
+        "spread_stress",
+        "turnover",
+        "future_half_spread",
+    ):
+        assert p.sources[name]
+    assert "price_range" in p.summary()
+    with pytest.raises(ValueError):
+        MarginParams(
+            price_range=1.5, price_range_mm=0.1, vol_shock=p.vol_shock, vol_shock_mm=p.vol_shock
+        )
+
+
+@pytest.mark.realdata
+def test_calibration_on_deribit_history(btc_chains) -> None:  # type: ignore[no-untyped-def]
+    chains = btc_chains
+    stats = history_stats(chains)
+    assert len(stats) == len(chains)
+    # the 30-day forward is within 2 % of spot and ATM vols are plausible for BTC
+    t = stats.table
+    assert np.all(np.abs(t["fwd_30"] / t["spot"] - 1) < 0.02)
+    assert t["atm_30"].between(0.2, 1.5).all()
+    p = calibrate_margin_params(stats)
+    # BTC daily vol of 2-3 %: the 99 % ES of a day is several percent, below the 16 % of the
+    # exchange's grid; maintenance (VaR) below initial (ES)
+    assert 0.03 < p.price_range < 0.16
+    assert p.price_range_mm <= p.price_range
+    assert 0 < p.vol_shock.down_30d < p.vol_shock.up_30d < 1  # vol spikes up more than down
+    assert -1 <= p.ssr <= 3
+    assert p.currency == "BTC" and p.diagnostics["n_returns"] > 400
