@@ -98,15 +98,31 @@ def fit_failing(chain: OptionChain, **kwargs: Any) -> FakeFit:
     raise CalibrationError(f"fake failure on {chain.underlying}")
 
 
-@pytest.fixture
-def fake_models(monkeypatch: pytest.MonkeyPatch) -> None:
-    """svi -> quadratic, ssvi -> quadratic with a ConvergenceWarning, heston -> raises."""
+def _settings(fit: Any) -> dict[str, Any]:
+    return {"min_t": fit.min_t_days / 365.0, "min_quotes": fit.min_quotes}
+
+
+FAKE_FITTERS: dict[str, Any] = {
+    "svi": lambda chain, fit: fit_quadratic(chain, **_settings(fit)),
+    "ssvi": lambda chain, fit: fit_with_warning(chain, **_settings(fit)),
+    "essvi": lambda chain, fit: fit_with_warning(chain, **_settings(fit)),
+    "heston": lambda chain, fit: fit_failing(chain),
+}
+"""svi -> quadratic, ssvi/essvi -> quadratic with a ConvergenceWarning, heston -> raises."""
+
+
+def use_fake_models(mp: pytest.MonkeyPatch) -> None:
+    """Swap the job's model fitters for :data:`FAKE_FITTERS`."""
     from volcal import jobs
 
-    monkeypatch.setitem(jobs.MODEL_FUNCTIONS, "svi", (("tests.jobs_fakes", "fit_quadratic"),))
-    monkeypatch.setitem(jobs.MODEL_FUNCTIONS, "ssvi", (("tests.jobs_fakes", "fit_with_warning"),))
-    monkeypatch.setitem(jobs.MODEL_FUNCTIONS, "essvi", (("tests.jobs_fakes", "fit_with_warning"),))
-    monkeypatch.setitem(jobs.MODEL_FUNCTIONS, "heston", (("tests.jobs_fakes", "fit_failing"),))
+    for model, fitter in FAKE_FITTERS.items():
+        mp.setitem(jobs.MODEL_FITTERS, model, fitter)
+
+
+@pytest.fixture
+def fake_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job with :data:`FAKE_FITTERS` instead of the real models."""
+    use_fake_models(monkeypatch)
 
 
 def no_margin_config(tmp_path: Path) -> Path:

@@ -14,7 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.jobs_fakes import NO_MARGIN, fake_models, tape_chain  # noqa: F401  (fixture)
+from tests.jobs_fakes import (  # noqa: F401  (fake_models is a fixture)
+    NO_MARGIN,
+    fake_models,
+    tape_chain,
+    use_fake_models,
+)
 from volcal.jobs import SnapshotResult, process_chain
 from volcal.report import history_from_store, render_report, write_report
 from volcal.store import RunRecord, Store
@@ -27,12 +32,8 @@ CHROMIUM = shutil.which("chromium") or (
 @pytest.fixture(scope="module")
 def eth_results() -> list[SnapshotResult]:
     """The ETH tape through the fake svi (ok), ssvi (warning) and heston (fails) models."""
-    from volcal import jobs
-
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(jobs.MODEL_FUNCTIONS, "svi", (("tests.jobs_fakes", "fit_quadratic"),))
-        mp.setitem(jobs.MODEL_FUNCTIONS, "ssvi", (("tests.jobs_fakes", "fit_with_warning"),))
-        mp.setitem(jobs.MODEL_FUNCTIONS, "heston", (("tests.jobs_fakes", "fit_failing"),))
+        use_fake_models(mp)
         res = process_chain(tape_chain("ETH"), models=["svi", "ssvi", "heston"], margin=NO_MARGIN)
     return [res]
 

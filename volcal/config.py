@@ -24,6 +24,7 @@ does with no configuration)::
     min_t_days = 2.0                 # expiries closer than this are not fitted
     min_quotes = 6                   # usable quotes an expiry needs to be fitted
     heston_engine = "fast"           # fast or quantlib
+    heston_min_t_days = 7.0          # shorter expiries are priced but do not steer Heston
 
     [margin]
     confidence = 0.99                # in (0, 1)
@@ -111,12 +112,16 @@ class FitSettings:
         Usable quotes an expiry needs to be fitted.
     heston_engine:
         ``"fast"`` (volcal's characteristic-function pricer) or ``"quantlib"``.
+    heston_min_t_days:
+        Expiries with less than this many days left are priced but do not steer the Heston
+        fit (one-day smiles push its parameters to their bounds; docs/heston.md).
     """
 
     weights: str = "vega_spread"
     min_t_days: float = 2.0
     min_quotes: int = 6
     heston_engine: str = "fast"
+    heston_min_t_days: float = 7.0
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,7 @@ class JobConfig:
         """
         changes = {k: v for k, v in changes.items() if v is not None}
         input_keys = {"source", "data", "replay", "snapshot", "at"}
-        fit_keys = {"weights", "heston_engine", "min_t_days", "min_quotes"}
+        fit_keys = {"weights", "heston_engine", "heston_min_t_days", "min_t_days", "min_quotes"}
         margin_keys = {"confidence", "horizon_days", "standard_portfolios"}
         top: dict[str, Any] = {}
         inp: dict[str, Any] = {}
@@ -396,7 +401,7 @@ def _input(t: Mapping[str, Any], where: str, base: Path | None) -> InputSettings
 
 def _fit(t: Mapping[str, Any], where: str) -> FitSettings:
     w = f"{where} [fit]"
-    _check_keys(t, ["weights", "min_t_days", "min_quotes", "heston_engine"], w)
+    _check_keys(t, ["weights", "min_t_days", "min_quotes", "heston_engine", "heston_min_t_days"], w)
     d = FitSettings()
     min_quotes = t.get("min_quotes", d.min_quotes)
     if isinstance(min_quotes, bool) or not isinstance(min_quotes, int) or min_quotes < 3:
@@ -413,6 +418,13 @@ def _fit(t: Mapping[str, Any], where: str) -> FitSettings:
         min_quotes=min_quotes,
         heston_engine=_str(
             t.get("heston_engine", d.heston_engine), w, "heston_engine", HESTON_ENGINES
+        ),
+        heston_min_t_days=_number(
+            t.get("heston_min_t_days", d.heston_min_t_days),
+            w,
+            "heston_min_t_days",
+            lambda x: 0 <= x < 3650,
+            "in [0, 3650)",
         ),
     )
 

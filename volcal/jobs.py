@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import inspect
 import logging
 import threading
 import time
@@ -25,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -54,13 +53,8 @@ __all__ = [
 
 TAPE_GLOB = "*.jsonl.gz"
 
-MODEL_FUNCTIONS: dict[str, tuple[tuple[str, str], ...]] = {
-    "svi": (("volcal", "fit_svi"), ("volcal.svi", "fit_svi")),
-    "ssvi": (("volcal", "fit_ssvi"), ("volcal.svi", "fit_ssvi")),
-    "essvi": (("volcal", "fit_essvi"), ("volcal.svi", "fit_essvi")),
-    "heston": (("volcal", "fit_heston"), ("volcal.heston", "fit_heston")),
-}
-"""Where each model's fit function is looked up (first found wins)."""
+EXCHANGE_TICK_COIN: dict[str, float] = {"deribit": 1e-4}
+"""Premium tick in coin where the exchange quotes options in coin (Deribit: 0.0001 BTC/ETH)."""
 
 SMILE_POINTS = 61
 """Points per fitted smile curve kept for the report."""
@@ -578,44 +572,46 @@ def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
 # models
 
 
-def _lookup(model: str) -> tuple[Callable[..., Any] | None, str]:
-    """The fit function of ``model`` and, when absent, why."""
-    why = f"volcal provides no fit function for {model!r}"
-    for module, attr in MODEL_FUNCTIONS.get(model, ()):
-        try:
-            mod = importlib.import_module(module)
-        except Exception as exc:  # an engineer's half-finished module must not stop the job
-            why = f"import {module} failed: {type(exc).__name__}: {exc}"
-            continue
-        fn = getattr(mod, attr, None)
-        if callable(fn):
-            return fn, ""
-    return None, why
+def _fit_svi_family(model: str, chain: OptionChain, fit: FitSettings) -> Any:
+    from volcal.svi import fit_essvi, fit_ssvi, fit_svi
+
+    min_t = fit.min_t_days / 365.0
+    if model == "ssvi":
+        return fit_ssvi(chain, min_t=min_t, min_quotes=fit.min_quotes)
+    if model == "essvi":
+        return fit_essvi(chain, min_t=min_t, min_quotes=fit.min_quotes)
+    return fit_svi(chain, min_t=min_t, min_quotes=fit.min_quotes)
+
+
+def _fit_heston(chain: OptionChain, fit: FitSettings) -> Any:
+    """Heston on the chain's out-of-the-money marks in USD; sub-tick wings do not steer it and
+    expiries shorter than ``heston_min_t_days`` are priced but not fitted (docs/heston.md)."""
+    from volcal.heston import HestonQuotes, fit_heston
+
+    quotes = HestonQuotes.coerce(chain, tick_coin=EXCHANGE_TICK_COIN.get(chain.exchange))
+    engine: Literal["fast", "quantlib"] = "quantlib" if fit.heston_engine == "quantlib" else "fast"
+    return fit_heston(quotes, engine=engine, min_t=fit.heston_min_t_days / 365.0)
+
+
+MODEL_FITTERS: dict[str, Callable[[OptionChain, FitSettings], Any]] = {
+    "svi": lambda chain, fit: _fit_svi_family("svi", chain, fit),
+    "ssvi": lambda chain, fit: _fit_svi_family("ssvi", chain, fit),
+    "essvi": lambda chain, fit: _fit_svi_family("essvi", chain, fit),
+    "heston": _fit_heston,
+}
+"""How the job fits each model of :data:`volcal.config.KNOWN_MODELS`."""
 
 
 def available_models() -> tuple[str, ...]:
-    """Models whose fit function this volcal provides, in :data:`KNOWN_MODELS` order."""
-    return tuple(m for m in KNOWN_MODELS if _lookup(m)[0] is not None)
+    """The models the job fits, in :data:`KNOWN_MODELS` order."""
+    return tuple(m for m in KNOWN_MODELS if m in MODEL_FITTERS)
 
 
-def _accepted_kwargs(fn: Callable[..., Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``wanted`` that ``fn`` names explicitly."""
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return {}
-    return {k: v for k, v in wanted.items() if k in sig.parameters}
-
-
-def _fit_kwargs(model: str, fit: FitSettings) -> dict[str, Any]:
-    wanted: dict[str, Any] = {
-        "min_t": fit.min_t_days / 365.0,
-        "min_quotes": fit.min_quotes,
-        "weights": fit.weights,
-    }
+def _fit_settings_record(model: str, fit: FitSettings) -> dict[str, Any]:
+    """The settings a model's fit ran with, as stored with its result."""
     if model == "heston":
-        wanted["engine"] = fit.heston_engine
-    return wanted
+        return {"engine": fit.heston_engine, "min_t_days": fit.heston_min_t_days}
+    return {"min_t_days": fit.min_t_days, "min_quotes": fit.min_quotes}
 
 
 @contextmanager
@@ -848,13 +844,13 @@ def fit_model(chain: OptionChain, model: str, fit_settings: FitSettings) -> Mode
     static arbitrage; ``skipped`` when this volcal has no fit function for the model.
     """
     start = time.perf_counter()
-    fn, why = _lookup(model)
-    if fn is None:
-        return ModelResult(model=model, status="skipped", error=why)
-    kwargs = _accepted_kwargs(fn, _fit_kwargs(model, fit_settings))
+    fitter = MODEL_FITTERS.get(model)
+    if fitter is None:
+        return ModelResult(model=model, status="skipped", error=f"volcal has no model {model!r}")
+    settings = _fit_settings_record(model, fit_settings)
     try:
         with _captured() as caught:
-            fit = fn(chain, **kwargs)
+            fit = fitter(chain, fit_settings)
             res = _flatten_fit(model, fit, chain, fit_settings.min_t_days / 365.0)
     except Exception as exc:
         log.warning(
@@ -870,10 +866,10 @@ def fit_model(chain: OptionChain, model: str, fit_settings: FitSettings) -> Mode
             status="failed",
             error=f"{type(exc).__name__}: {exc}",
             elapsed_s=time.perf_counter() - start,
-            settings=_jsonable(kwargs),
+            settings=settings,
         )
     res.warnings = list(dict.fromkeys(_warning_text(w) for w in caught))
-    res.settings = _jsonable(kwargs)
+    res.settings = settings
     if res.summary.get("converged") is False and not any("Convergence" in w for w in res.warnings):
         res.warnings.append(f"not converged: {res.summary.get('message', '')}")
     if res.summary.get("arbitrage_free") is False and not any(
@@ -1039,7 +1035,7 @@ def _margin_params(mod: Any, settings: MarginSettings) -> tuple[Any, str]:
     factory = getattr(mod, "deribit_pm_params", None)
     if not callable(factory):
         raise AttributeError("volcal.margin has no deribit_pm_params()")
-    params = factory(**_accepted_kwargs(factory, {"horizon_days": settings.horizon_days}))
+    params = factory(horizon_days=settings.horizon_days)
     if is_dataclass(params) and hasattr(params, "confidence"):
         from dataclasses import replace
 

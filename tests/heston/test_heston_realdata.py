@@ -165,7 +165,7 @@ def test_daily_parameter_path_of_one_week_is_smooth(
     week: dict[str, list[object]], ccy: str
 ) -> None:
     # One snapshot a day (09:xx UTC), 19-25 Jan 2026, warm-started from the previous day.
-    # Measured day-to-day: |d log kappa| <= 0.29, |d log sigma| <= 0.29, |d rho| <= 0.07;
+    # Measured day-to-day: |d log kappa| <= 0.29, |d log sigma| <= 0.19, |d rho| <= 0.07;
     # bounds MAX_LOG_STEP 0.5 and MAX_RHO_STEP 0.15 (tests/heston/deribit_heston.py).
     chains = daily(week[ccy])
     assert len(chains) == 7
