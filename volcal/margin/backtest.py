@@ -271,6 +271,15 @@ class BacktestResult:
         }
 
 
+def _without_extended(rep: Any) -> float:
+    """Initial margin of a report recomputed without the extended-move scenarios (coin)."""
+    tab = rep.scenario_pnl
+    core = tab[~tab.index.str.contains("-ext:")]["weighted_loss"]
+    scen = max(float(core.max()), 0.0)
+    c = rep.components
+    return max(scen, c["greek"]["coin"]) + c["liquidity_addon"]["coin"]
+
+
 def _realised_loss(book: pd.DataFrame, chain0: Any, chain1: Any) -> float:
     """Coin loss of the book from chain0's to chain1's marks (NaN if an option is missing)."""
     pos = resolve_positions(book, chain0)
@@ -338,7 +347,8 @@ def backtest_margin(
     Returns
     -------
     BacktestResult
-        Methods: ``skew`` (calibrated parameters, SSR dynamic), ``flat`` (same parameters,
+        Methods: ``skew`` (calibrated parameters, SSR dynamic), ``skew_no_ext`` (the same
+        without the extended-move scenarios of both grids), ``flat`` (same parameters,
         flat smile, sticky strike), ``standard`` (Deribit standard initial margin),
         ``reference_pm`` (the grid with the exchange's parameters, issue 6).
     """
@@ -391,6 +401,7 @@ def backtest_margin(
             horizon_days = (times[j] - times[i]) / pd.Timedelta(days=1)
             for method, value in (
                 ("skew", rep.initial_margin_coin),
+                ("skew_no_ext", _without_extended(rep)),
                 ("flat", rep_flat.initial_margin_coin),
                 ("standard", rep.components["standard_initial"]["coin"]),
                 ("reference_pm", rep.components["reference_pm"]["coin"]),
