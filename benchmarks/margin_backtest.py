@@ -8,11 +8,11 @@ Usage::
 
 ``speed``: 10,000 option positions x the 35 scenarios of the portfolio-margin grid, full
 revaluation on an SVI surface (``volcal.svi.fit_svi`` of one real BTC chain) with the SSR
-dynamic, vectorised (:func:`volcal.margin.revalue`), for a book on the listed instruments and
+dynamic, vectorised (:func:`volcal.risk.revalue`), for a book on the listed instruments and
 for 10,000 distinct instruments, beside a per-position loop; the fastest of repeated runs is
 printed (the host is shared with other work).
 
-``backtest``: :func:`volcal.margin.backtest.backtest_margin` over all snapshots (one evaluation
+``backtest``: :func:`volcal.risk.backtest.backtest_margin` over all snapshots (one evaluation
 per ``step``, 21 days of warm-up, 1-day horizon, 99 %), for the standard books and ``--random``
 random books per currency; prints coverage, Kupiec and average margin per method, writes the
 records (CSV) and the figure ``docs/figures/margin_vs_loss.png`` (short straddle, BTC).
@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 import volcal
-from volcal.margin import (
+from volcal.risk import (
     Positions,
     SmileDynamics,
     VolShock,
@@ -42,7 +42,7 @@ from volcal.margin import (
     resolve_positions,
     revalue,
 )
-from volcal.margin.backtest import backtest_margin, random_books, standard_books
+from volcal.risk.backtest import backtest_margin, random_books, standard_books
 
 REPO = Path(__file__).resolve().parents[1]
 PARQUET = REPO.parent / "shared" / "data" / "deribit" / "deribit_chains_2025-12_2026-04.parquet"

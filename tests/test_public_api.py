@@ -20,6 +20,8 @@ PROMISED = [
     "fit_svi", "fit_ssvi", "fit_essvi", "SviRaw", "SurfaceFit", "VolSurface",
     # Heston (issue 5)
     "HestonParams", "fit_heston", "HestonFit",
+    # margin (issue 6)
+    "margin", "calibrate_margin_params", "MarginReport", "MarginParams",
 ]  # fmt: skip
 
 

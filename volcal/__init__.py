@@ -88,6 +88,16 @@ if TYPE_CHECKING:
     from volcal.report import (
         write_report,
     )
+    from volcal.risk import (
+        MarginParams,
+        MarginReport,
+        MarkSurface,
+        SmileDynamics,
+        backtest_margin,
+        calibrate_margin_params,
+        deribit_pm_params,
+        margin,
+    )
     from volcal.store import (
         Store,
     )
@@ -117,6 +127,14 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
+    "MarginParams": "volcal.risk",
+    "MarginReport": "volcal.risk",
+    "MarkSurface": "volcal.risk",
+    "SmileDynamics": "volcal.risk",
+    "backtest_margin": "volcal.risk",
+    "calibrate_margin_params": "volcal.risk",
+    "deribit_pm_params": "volcal.risk",
+    "margin": "volcal.risk",
     "BlackGreeks": "volcal.black",
     "black_greeks": "volcal.black",
     "black_price": "volcal.black",
@@ -190,6 +208,9 @@ __all__ = [
     "IVStatus",
     "ImpliedVolError",
     "JobConfig",
+    "MarginParams",
+    "MarginReport",
+    "MarkSurface",
     "OptimizerReport",
     "OptionChain",
     "ParameterError",
@@ -199,6 +220,7 @@ __all__ = [
     "QuoteFilters",
     "ReplayError",
     "RetryPolicy",
+    "SmileDynamics",
     "Store",
     "StoreError",
     "SurfaceFit",
@@ -214,9 +236,12 @@ __all__ = [
     "afetch_chain",
     "afetch_chains",
     "backfill",
+    "backtest_margin",
     "black_greeks",
     "black_price",
     "butterfly_g",
+    "calibrate_margin_params",
+    "deribit_pm_params",
     "fetch_chain",
     "filter_quotes",
     "fit_essvi",
@@ -233,6 +258,7 @@ __all__ = [
     "infer_forwards",
     "load_config",
     "load_snapshot",
+    "margin",
     "read_tape",
     "replay",
     "run_job",

@@ -14,7 +14,6 @@ but DataFrames.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import threading
 import time
@@ -22,7 +21,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -1012,34 +1011,18 @@ def read_portfolio(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame({"symbol": frame["symbol"].astype(str), "quantity": qty.astype(float)})
 
 
-def _margin_api() -> tuple[Callable[..., Any] | None, Any, str]:
-    try:
-        mod = importlib.import_module("volcal.margin")
-    except ImportError as exc:
-        return None, None, f"volcal.margin is not available ({exc})"
-    except Exception as exc:
-        return None, None, f"import volcal.margin failed: {type(exc).__name__}: {exc}"
-    fn = getattr(mod, "margin", None)
-    if not callable(fn):
-        return None, None, "volcal.margin has no margin() function"
-    return fn, mod, ""
-
-
-def _margin_params(mod: Any, settings: MarginSettings) -> tuple[Any, str]:
+def _margin_params(settings: MarginSettings) -> tuple[Any, str]:
     """Margin parameters and where they come from.
 
-    For now the job uses the exchange-style reference grid (``deribit_pm_params``) with the
-    configured horizon and confidence; calibrating them from the store's history
-    (``calibrate_margin_params``) is a later step.
+    The job uses the exchange-style reference grid (:func:`volcal.risk.deribit_pm_params`) at the
+    configured horizon; calibrating them from the store's history
+    (:func:`volcal.risk.calibrate_margin_params`) is a later step.
     """
-    factory = getattr(mod, "deribit_pm_params", None)
-    if not callable(factory):
-        raise AttributeError("volcal.margin has no deribit_pm_params()")
-    params = factory(horizon_days=settings.horizon_days)
-    if is_dataclass(params) and hasattr(params, "confidence"):
-        from dataclasses import replace
+    from volcal.risk import deribit_pm_params
 
-        params = replace(params, confidence=settings.confidence)  # type: ignore[type-var]
+    params = replace(
+        deribit_pm_params(horizon_days=settings.horizon_days), confidence=settings.confidence
+    )
     return params, "deribit_pm_params (reference grid, not calibrated)"
 
 
@@ -1079,9 +1062,7 @@ def margin_step(
 ) -> list[MarginResult]:
     """Margin every portfolio on the first successfully fitted surface; never raises.
 
-    Portfolios whose symbols are all of another underlying are skipped. Without
-    ``volcal.margin`` the step records nothing for the standard books and a ``skipped`` result
-    for each user portfolio.
+    Portfolios whose symbols are all of another underlying are skipped.
     """
     prefix = f"{chain.underlying}-"
     books = {
@@ -1091,15 +1072,12 @@ def margin_step(
     }
     if not books:
         return []
-    fn, mod, why = _margin_api()
+    from volcal.risk import margin
+
     fitted = [m for m in models if m.status in ("ok", "warning") and _surface_of(m.fit) is not None]
     out = []
     for name, pos in books.items():
         is_std = name in standard
-        if fn is None:
-            if not is_std:
-                out.append(MarginResult(name, "", "skipped", why))
-            continue
         if not fitted:
             out.append(
                 MarginResult(name, "", "failed", "no fitted surface to margin on", standard=is_std)
@@ -1108,8 +1086,8 @@ def margin_step(
         model = fitted[0]
         try:
             with _captured():
-                params, origin = _margin_params(mod, settings)
-                report = fn(pos, _surface_of(model.fit), chain, params)
+                params, origin = _margin_params(settings)
+                report = margin(pos, _surface_of(model.fit), chain, params)
             metrics = _margin_metrics(report)
             detail = f"params: {origin}"
             worst = getattr(report, "worst_scenario", None)

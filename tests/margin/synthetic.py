@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from volcal import OptionChain, black_price
-from volcal.margin import ParametricSmile
+from volcal.risk import ParametricSmile
 
 AS_OF = pd.Timestamp("2026-02-01 08:00", tz="UTC")
 SMILE = ParametricSmile(spot=80_000.0, atm_vol=0.5, skew=-0.3, curvature=0.8, rate=0.02)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from volcal.margin.backtest import backtest_margin, kupiec_pof, standard_books
+from volcal.risk.backtest import backtest_margin, kupiec_pof, standard_books
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 
 from tests.margin.synthetic import SMILE, synthetic_chain
 from volcal import black_greeks
-from volcal.margin import (
+from volcal.risk import (
     ScenarioSet,
     SmileDynamics,
     VolShock,

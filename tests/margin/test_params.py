@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from volcal.margin import (
+from volcal.risk import (
     NODES_DAYS,
     VEGA_BUCKETS_DAYS,
     HistoryStats,

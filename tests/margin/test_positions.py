@@ -8,7 +8,7 @@ import pytest
 
 from tests.margin.synthetic import SMILE, forward_of, synthetic_chain, t_of
 from volcal import UnknownInstrumentError
-from volcal.margin import resolve_positions
+from volcal.risk import resolve_positions
 
 
 @pytest.fixture(scope="module")

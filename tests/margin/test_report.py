@@ -10,7 +10,7 @@ import pytest
 
 from tests.margin.synthetic import SMILE, forward_of, synthetic_chain, t_of
 from volcal import UnknownInstrumentError, black_greeks
-from volcal.margin import MarginParams, VolShock, margin
+from volcal.risk import MarginParams, VolShock, margin
 
 SHOCK = VolShock(0.3, 0.2, p_short=0.3, p_long=0.13)
 PARAMS = MarginParams(
@@ -124,7 +124,7 @@ def test_svi_and_marks_surfaces_agree(btc_chains) -> None:  # type: ignore[no-un
     import warnings
 
     import volcal
-    from volcal.margin import MarkSurface
+    from volcal.risk import MarkSurface
 
     chain = btc_chains[150]
     with warnings.catch_warnings():
@@ -143,10 +143,11 @@ def test_svi_and_marks_surfaces_agree(btc_chains) -> None:  # type: ignore[no-un
     )
 
 
-def test_package_is_callable(chain) -> None:  # type: ignore[no-untyped-def]
-    import volcal.margin
+def test_top_level_margin_is_the_risk_function(chain) -> None:  # type: ignore[no-untyped-def]
+    import volcal
+    import volcal.risk
 
     pf = pd.DataFrame({"symbol": ["BTC-27MAR26-80000-C"], "quantity": [-1.0]})
-    a = volcal.margin(pf, SMILE, chain, PARAMS)  # type: ignore[operator]
-    b = volcal.margin.margin(pf, SMILE, chain, PARAMS)
+    a = volcal.margin(pf, SMILE, chain, PARAMS)
+    b = volcal.risk.margin(pf, SMILE, chain, PARAMS)
     assert a.initial_margin_coin == b.initial_margin_coin

@@ -8,7 +8,7 @@ import pytest
 
 from tests.margin.synthetic import SMILE, forward_of, synthetic_chain, t_of
 from volcal import black_price
-from volcal.margin import (
+from volcal.risk import (
     ParametricSmile,
     ScenarioSet,
     SmileDynamics,

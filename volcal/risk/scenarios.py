@@ -1,7 +1,7 @@
 """Scenario grids and full revaluation of positions on a surface.
 
 A scenario moves every forward by the same relative amount ``m`` (``F1 = F0 (1 + m)``), lets
-the smile follow the forward by a :class:`~volcal.margin.dynamics.SmileDynamics`, then shocks
+the smile follow the forward by a :class:`~volcal.risk.dynamics.SmileDynamics`, then shocks
 every vol *relatively* by a tenor-scaled amount, and lets ``dt`` years pass:
 
     sigma_1(K, t) = sigma_0(K (1+m)**-(1-SSR), t) * (1 + v * shock_v(DTE)),   v in {-1, 0, +1}
@@ -38,9 +38,9 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.special import ndtr
 
-from volcal.margin.dynamics import SmileDynamics
-from volcal.margin.positions import Positions
-from volcal.margin.surfaces import MarginSurface
+from volcal.risk.dynamics import SmileDynamics
+from volcal.risk.positions import Positions
+from volcal.risk.surfaces import MarginSurface
 
 __all__ = [
     "DEFAULT_EXTENDED_MOVES",
@@ -457,9 +457,9 @@ def revalue(
     Parameters
     ----------
     positions:
-        Resolved portfolio (:func:`~volcal.margin.positions.resolve_positions`).
+        Resolved portfolio (:func:`~volcal.risk.positions.resolve_positions`).
     surface:
-        Surface at the margin instant (:class:`~volcal.margin.surfaces.MarginSurface`);
+        Surface at the margin instant (:class:`~volcal.risk.surfaces.MarginSurface`);
         options are valued on its forward and vols, futures at the chain's forward of their
         expiry (the surface's forward when the chain has none).
     scenarios, dynamics, shock:

@@ -1,11 +1,11 @@
 """``margin(positions, surface, chain, params) -> MarginReport``: the margin of a portfolio.
 
 Components (USD amounts convert to coin at the current spot ``S0``; scenario losses are in the
-account currency, coin for coin-settled books, see :mod:`volcal.margin.scenarios`):
+account currency, coin for coin-settled books, see :mod:`volcal.risk.scenarios`):
 
 * **scenario margin**: the worst weighted loss over the portfolio-margin-like grid and over the
-  SPAN-like grid (:func:`~volcal.margin.scenarios.pm_grid`,
-  :func:`~volcal.margin.scenarios.span_grid`),
+  SPAN-like grid (:func:`~volcal.risk.scenarios.pm_grid`,
+  :func:`~volcal.risk.scenarios.span_grid`),
   full revaluation on the surface under the SSR dynamic, ``horizon_days`` of time decay;
 * **greek margin** ``G = delta + gamma + vega add-ons`` (USD):
   ``delta = |sum mv_delta F| R`` on the minimum-variance delta,
@@ -18,7 +18,7 @@ account currency, coin for coin-settled books, see :mod:`volcal.margin.scenarios
 
 ``initial = max(scenario, G) + liquidity``; ``maintenance`` is the same with the maintenance
 range and shocks (``price_range_mm``, ``vol_shock_mm``). Deribit's standard margin and the
-exchange-parameter grid (:func:`~volcal.margin.params.deribit_pm_params`) are reported beside.
+exchange-parameter grid (:func:`~volcal.risk.params.deribit_pm_params`) are reported beside.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from volcal.margin.dynamics import SmileDynamics
-from volcal.margin.greeks import position_greeks
-from volcal.margin.history import VEGA_BUCKETS_DAYS
-from volcal.margin.params import MarginParams, deribit_pm_params
-from volcal.margin.positions import Positions, resolve_positions
-from volcal.margin.scenarios import ScenarioPnL, pm_grid, revalue, span_grid
-from volcal.margin.standard import standard_margin
-from volcal.margin.surfaces import MarginSurface
+from volcal.risk.dynamics import SmileDynamics
+from volcal.risk.greeks import position_greeks
+from volcal.risk.history import VEGA_BUCKETS_DAYS
+from volcal.risk.params import MarginParams, deribit_pm_params
+from volcal.risk.positions import Positions, resolve_positions
+from volcal.risk.scenarios import ScenarioPnL, pm_grid, revalue, span_grid
+from volcal.risk.standard import standard_margin
+from volcal.risk.surfaces import MarginSurface
 
 __all__ = ["MarginReport", "margin"]
 
@@ -62,7 +62,7 @@ class MarginReport:
         ``vega_addon``, ``greek``, ``liquidity_addon``, ``standard_initial``,
         ``standard_maintenance``, ``reference_pm``, and the ``_mm`` variants.
     positions:
-        Per position: quantity, greeks (:func:`~volcal.margin.greeks.position_greeks`), each
+        Per position: quantity, greeks (:func:`~volcal.risk.greeks.position_greeks`), each
         add-on (USD), its P&L in the worst scenario (coin) and its standard margin (coin).
     vega_buckets:
         Per tenor bucket: net vega (USD per 1.00 vol), vega add-on (USD).
@@ -234,15 +234,15 @@ def margin(
     Parameters
     ----------
     positions:
-        DataFrame with ``symbol`` and ``quantity`` (see :mod:`volcal.margin.positions`), or
-        already resolved :class:`~volcal.margin.positions.Positions`.
+        DataFrame with ``symbol`` and ``quantity`` (see :mod:`volcal.risk.positions`), or
+        already resolved :class:`~volcal.risk.positions.Positions`.
     surface:
-        Vol surface at the chain's instant (any :class:`~volcal.margin.surfaces.MarginSurface`,
+        Vol surface at the chain's instant (any :class:`~volcal.risk.surfaces.MarginSurface`,
         e.g. ``volcal.fit_svi(chain).surface``).
     chain:
         The :class:`volcal.OptionChain` (instruments, marks, quotes, open interest, spot).
     params:
-        :class:`~volcal.margin.params.MarginParams` (calibrated or given).
+        :class:`~volcal.risk.params.MarginParams` (calibrated or given).
     dynamics:
         Smile dynamic; default ``SmileDynamics(params.ssr)``.
     reference:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from volcal.margin.positions import Positions
+from volcal.risk.positions import Positions
 
 __all__ = ["FUTURE_IM", "FUTURE_MM", "standard_margin"]
 

@@ -2,7 +2,7 @@
 effective gamma under a smile dynamic.
 
 With ``V(F, sigma(F))`` the USD value of an option whose vol moves with the forward as the
-dynamic says (:mod:`volcal.margin.dynamics`):
+dynamic says (:mod:`volcal.risk.dynamics`):
 
     delta_mv  = dV/dF   = delta + vega * sigma_F
     gamma_eff = d2V/dF2 = gamma + 2 vanna sigma_F + volga sigma_F**2 + vega sigma_FF
@@ -22,10 +22,10 @@ import numpy.typing as npt
 import pandas as pd
 
 from volcal.black import black_greeks
-from volcal.margin.dynamics import SmileDynamics
-from volcal.margin.positions import Positions
-from volcal.margin.scenarios import _legs
-from volcal.margin.surfaces import MarginSurface, smile_derivatives
+from volcal.risk.dynamics import SmileDynamics
+from volcal.risk.positions import Positions
+from volcal.risk.scenarios import _legs
+from volcal.risk.surfaces import MarginSurface, smile_derivatives
 
 __all__ = ["GREEK_COLUMNS", "position_greeks"]
 

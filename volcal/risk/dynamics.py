@@ -16,7 +16,7 @@ derivatives of the vol of a fixed strike with respect to the forward, at ``F1 = 
     sigma_F  = -a s'(k) / F
     sigma_FF = (a**2 s''(k) + a s'(k)) / F**2
 
-which the minimum-variance delta and the effective gamma use (:mod:`volcal.margin.greeks`).
+which the minimum-variance delta and the effective gamma use (:mod:`volcal.risk.greeks`).
 """
 
 from __future__ import annotations

@@ -26,12 +26,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2, norm
 
-from volcal.margin.dynamics import SmileDynamics
-from volcal.margin.history import HistoryStats, history_stats
-from volcal.margin.params import MarginParams, calibrate_margin_params
-from volcal.margin.positions import INVERSE_FUTURE_FACE_USD, resolve_positions
-from volcal.margin.report import margin
-from volcal.margin.surfaces import MarginSurface, MarkSurface
+from volcal.risk.dynamics import SmileDynamics
+from volcal.risk.history import HistoryStats, history_stats
+from volcal.risk.params import MarginParams, calibrate_margin_params
+from volcal.risk.positions import INVERSE_FUTURE_FACE_USD, resolve_positions
+from volcal.risk.report import margin
+from volcal.risk.surfaces import MarginSurface, MarkSurface
 
 __all__ = [
     "BacktestResult",
@@ -353,7 +353,7 @@ def backtest_margin(
         ``reference_pm`` (the grid with the exchange's parameters, issue 6).
     """
     if hasattr(history, "quotes") or not isinstance(history, Sequence):
-        from volcal.margin.history import _as_chains
+        from volcal.risk.history import _as_chains
 
         chains = _as_chains(history, currency)
     else:

@@ -2,7 +2,7 @@
 
 :func:`history_stats` reduces each chain to one row: the spot index, and at constant
 maturities (:data:`NODES_DAYS`) the forward, the at-the-money vol and the at-the-money skew
-``d sigma/dk``, plus spread and turnover measures. Calibration (:mod:`volcal.margin.params`)
+``d sigma/dk``, plus spread and turnover measures. Calibration (:mod:`volcal.risk.params`)
 and the backtest work from this table, so a chain is read once.
 
 Per expiry (``t`` > 1 day), the out-of-the-money marks with ``|k| <= max(0.05, sigma sqrt(t))``

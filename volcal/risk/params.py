@@ -35,8 +35,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from volcal.margin.history import NODES_DAYS, VEGA_BUCKETS_DAYS, history_stats
-from volcal.margin.scenarios import VolShock
+from volcal.risk.history import NODES_DAYS, VEGA_BUCKETS_DAYS, history_stats
+from volcal.risk.scenarios import VolShock
 
 __all__ = ["MarginParams", "calibrate_margin_params", "deribit_pm_params"]
 

@@ -1,0 +1,63 @@
+"""Risk: skew-aware margin (positions, smile dynamics, scenario grids, greeks add-ons),
+parameters calibrated from history, and their backtest. See ``docs/margin.md``.
+
+``volcal.margin(positions, surface, chain, params)`` is :func:`volcal.risk.margin`.
+"""
+
+from volcal.risk.backtest import BacktestResult, backtest_margin, kupiec_pof
+from volcal.risk.dynamics import SmileDynamics
+from volcal.risk.greeks import GREEK_COLUMNS, position_greeks
+from volcal.risk.history import NODES_DAYS, VEGA_BUCKETS_DAYS, HistoryStats, history_stats
+from volcal.risk.params import MarginParams, calibrate_margin_params, deribit_pm_params
+from volcal.risk.positions import (
+    INVERSE_FUTURE_FACE_USD,
+    POSITION_COLUMNS,
+    Positions,
+    resolve_positions,
+)
+from volcal.risk.report import MarginReport, margin
+from volcal.risk.scenarios import (
+    DEFAULT_EXTENDED_MOVES,
+    ScenarioPnL,
+    ScenarioSet,
+    VolShock,
+    pm_grid,
+    revalue,
+    span_grid,
+)
+from volcal.risk.standard import standard_margin
+from volcal.risk.surfaces import MarginSurface, MarkSurface, ParametricSmile, smile_derivatives
+
+__all__ = [
+    "DEFAULT_EXTENDED_MOVES",
+    "GREEK_COLUMNS",
+    "INVERSE_FUTURE_FACE_USD",
+    "NODES_DAYS",
+    "POSITION_COLUMNS",
+    "VEGA_BUCKETS_DAYS",
+    "BacktestResult",
+    "HistoryStats",
+    "MarginParams",
+    "MarginReport",
+    "MarginSurface",
+    "MarkSurface",
+    "ParametricSmile",
+    "Positions",
+    "ScenarioPnL",
+    "ScenarioSet",
+    "SmileDynamics",
+    "VolShock",
+    "backtest_margin",
+    "calibrate_margin_params",
+    "deribit_pm_params",
+    "history_stats",
+    "kupiec_pof",
+    "margin",
+    "pm_grid",
+    "position_greeks",
+    "resolve_positions",
+    "revalue",
+    "smile_derivatives",
+    "span_grid",
+    "standard_margin",
+]
