@@ -50,3 +50,13 @@ def test_failed_run_keeps_earlier_outputs(tmp_path: Path) -> None:
     before = (tmp_path / "summary.json").read_bytes()
     assert main(["run", "--replay", str(tmp_path / "nope.jsonl.gz"), "--out", str(tmp_path)]) != 0
     assert (tmp_path / "summary.json").read_bytes() == before
+
+
+def test_fetch_replay_writes_the_replayed_chain(tmp_path: Path) -> None:
+    from volcal import fetch_chain, replay
+
+    tape = DATA / "deribit-ETH-synthetic.jsonl.gz"
+    args = ["fetch", "--replay", str(tape), "--currency", "ETH", "--out", str(tmp_path)]
+    assert main(args) == EXIT_OK
+    (written,) = tmp_path.glob("chain_deribit_ETH_*.parquet")
+    assert OptionChain.read_parquet(written).equals(fetch_chain(replay(tape), "ETH"))
