@@ -124,9 +124,14 @@ def test_round_trip_price_vol_price(z: float, vol: float, t: float, call: bool, 
     if informative:
         assert got == pytest.approx(vol, rel=1e-12)
     back = volcal.black_price(f, k, t, got, call)
-    # A vol good to ~1e-15 moves the price by elasticity x 1e-15 (elasticity ~ h^2 in the wings)
+    # A vol good to ~1e-15 moves the price by elasticity x 1e-15 (elasticity ~ h^2 in the wings).
+    # In the far wings of short expiries the solver iterates on the direct Mills-ratio difference,
+    # accurate to ~4.5 eps |h| / (2u) relative (u = vol sqrt(t) / 2, |h| = |z|), so the vol it
+    # returns reproduces the price to that (docs/implied_vol.md); the vol itself is checked to
+    # 1e-12 above and against 40-digit references.
     elasticity = vega * vol / max(price, 1e-300)
-    tol = max(3e-14, 4e-15 * elasticity)
+    u = 0.5 * vol * math.sqrt(t)
+    tol = max(3e-14, 4e-15 * elasticity, 1e-15 * abs(z) / (2 * u))
     assert back == pytest.approx(price, rel=tol, abs=4 * np.spacing(price))
 
 
