@@ -406,11 +406,15 @@ def _log_ratio(f: float, k: float) -> float:
 def _solve_normalised(
     beta: float, x: float, table: npt.NDArray[np.float64]
 ) -> tuple[float, int, int]:
-    """Solve b(x, s) = beta for s, given x <= 0 and 0 < beta < e^{x/2}.
+    """Solve b(x, s) = beta for s, given x <= 0 and beta > 0.
 
-    ``table`` is the guess table of :func:`build_guess_table` (or an empty array).
+    ``table`` is the guess table of :func:`build_guess_table` (or an empty array). Returns
+    ``(s, status, iterations)``; status ``ABOVE_MAXIMUM`` when ``beta >= e^{x/2}`` (after
+    rounding of the normalisation no ``s`` reaches it).
     """
     b_max = math.exp(0.5 * x)
+    if beta >= b_max:
+        return math.nan, ABOVE_MAXIMUM, 0
     s_c = math.sqrt(-2.0 * x)
     b_c = 0.5 * b_max - 0.5 / b_max * erfc(_INV_SQRT2 * s_c)
     x2 = x * x
@@ -534,10 +538,9 @@ def _implied_one(
     if p >= upper:
         return math.nan, ABOVE_MAXIMUM
     beta = p / math.sqrt(f * k)
-    xo = -abs(x)
-    if beta >= math.exp(0.5 * xo):
+    s, status, _ = _solve_normalised(beta, -abs(x), table)
+    if status == ABOVE_MAXIMUM:
         return math.nan, ABOVE_MAXIMUM
-    s, status, _ = _solve_normalised(beta, xo, table)
     return s / math.sqrt(t), status
 
 
