@@ -140,6 +140,12 @@ def backtest(currencies: list[str], n_random: int, step: str, out: Path) -> None
         f"skew/flat {piv['skew'].mean() / piv['flat'].mean():.3f}; "
         f"skew/standard {piv['skew'].mean() / piv['standard'].mean():.3f}"
     )
+    for alt in ("skew_ext_sq", "skew_no_ext"):
+        print(
+            f"{alt}: mean-margin ratio to reference_pm "
+            f"{piv[alt].mean() / piv['reference_pm'].mean():.3f}, to skew "
+            f"{piv[alt].mean() / piv['skew'].mean():.3f}"
+        )
     _figure(records)
 
 

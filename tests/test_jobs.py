@@ -6,6 +6,8 @@ import gzip
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from tests.jobs_fakes import (  # noqa: F401  (fixture)
@@ -14,6 +16,7 @@ from tests.jobs_fakes import (  # noqa: F401  (fixture)
     no_margin_config,
     tape_chain,
 )
+from volcal import OptionChain
 from volcal.cli import EXIT_FAILURE, EXIT_OK, EXIT_WARNINGS, main
 from volcal.jobs import standard_portfolios
 from volcal.store import Store
@@ -142,3 +145,140 @@ def test_run_from_a_snapshot_file_records_its_checksum(tmp_path: Path) -> None:
     assert chain["source"] == {"kind": "snapshot", "path": str(snap), "sha256": sha256_file(snap)}
     with Store(tmp_path / "out" / "volcal.duckdb", read_only=True) as store:
         assert store.snapshots()["source_sha256"].tolist() == [sha256_file(snap)]
+
+
+# ---------------------------------------------------------------------------------------------
+# margin parameters: calibrated from the store's history when it is long enough
+
+
+def _history_chain(as_of: pd.Timestamp, spot: float) -> OptionChain:
+    """A BTC chain priced from a fixed parametric smile at ``spot``: expiries 7, 30, 90 and
+    200 days out, strikes every 2 % of log-moneyness within +-40 %."""
+    from volcal import black_price
+    from volcal.risk import ParametricSmile
+
+    smile = ParametricSmile(spot=spot, atm_vol=0.5, skew=-0.3, curvature=0.8, rate=0.02)
+    rows = []
+    for days in (7, 30, 90, 200):
+        expiry = as_of + pd.Timedelta(days=days)
+        t = days / 365.0
+        f = float(smile.forward(t))
+        k = np.repeat(np.round(f * np.exp(np.linspace(-0.4, 0.4, 41))), 2)
+        call = np.tile([False, True], 41)
+        v = np.asarray(smile.implied_vol(k, t), dtype=float)
+        price = {dv: np.asarray(black_price(f, k, t, v + dv, call)) / f for dv in (-5e-3, 0, 5e-3)}
+        rows.append(
+            pd.DataFrame(
+                {
+                    "symbol": [
+                        f"BTC-{expiry:%d%b%y%H}-{int(x)}-{'C' if c else 'P'}".upper()
+                        for x, c in zip(k, call, strict=True)
+                    ],
+                    "expiry": expiry,
+                    "strike": k,
+                    "call": call,
+                    "bid_coin": price[-5e-3],
+                    "ask_coin": price[5e-3],
+                    "mark_coin": price[0],
+                    "forward": f,
+                    "open_interest": 100.0,
+                    "index_price": spot,
+                    "exchange_volume": 7.0,
+                }
+            )
+        )
+    return OptionChain.from_quotes(
+        pd.concat(rows, ignore_index=True), as_of=as_of, exchange="deribit", underlying="BTC"
+    )
+
+
+@pytest.fixture(scope="module")
+def btc_history() -> list[OptionChain]:
+    """32 days of six-hourly chains (GBM spot, 60 % vol) then the chain to margin."""
+    rng = np.random.default_rng(3)
+    n = 4 * 32 + 1
+    spot = 80_000.0 * np.exp(np.cumsum(rng.standard_normal(n) * 0.6 / np.sqrt(365 * 4)))
+    start = pd.Timestamp("2026-01-01 08:00", tz="UTC")
+    return [_history_chain(start + pd.Timedelta(hours=6 * i), float(s)) for i, s in enumerate(spot)]
+
+
+def _store_of(path: Path, chains: list[OptionChain]) -> Path:
+    from volcal.store import RunRecord, SnapshotTables, _chain_frame
+
+    snaps = [
+        SnapshotTables(
+            c.exchange, c.underlying, c.as_of, {"status": "ok"}, {"chains": _chain_frame(c.quotes)}
+        )
+        for c in chains
+    ]
+    with Store(path) as store:
+        store.write(RunRecord("history"), snaps)
+    return path
+
+
+@pytest.fixture(scope="module")
+def btc_stores(
+    btc_history: list[OptionChain], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """Stores holding the 32 days before the last chain, and only the last 10 of them."""
+    folder = tmp_path_factory.mktemp("margin_history")
+    past = btc_history[:-1]
+    return _store_of(folder / "h.duckdb", past), _store_of(folder / "short.duckdb", past[-40:])
+
+
+def test_margin_params_calibrated_from_the_store(
+    btc_history: list[OptionChain], btc_stores: tuple[Path, Path]
+) -> None:
+    from volcal.config import MarginSettings
+    from volcal.jobs import MIN_MARGIN_HISTORY_DAYS, _margin_params
+    from volcal.risk import calibrate_margin_params, history_stats
+
+    *past, today = btc_history
+    settings = MarginSettings(confidence=0.99, horizon_days=1.0)
+    store, short = btc_stores
+    params, origin = _margin_params(settings, today, store=store)
+    assert origin.startswith(f"calibrated on {len(past)} stored snapshot(s)"), origin
+    # the same numbers as calibrating on the chains themselves (store round trip is lossless)
+    direct = calibrate_margin_params(history_stats(btc_history), 0.99, "1D")
+    assert params.price_range == pytest.approx(direct.price_range, rel=1e-9)
+    assert params.vol_shock == direct.vol_shock and params.ssr == pytest.approx(direct.ssr)
+    assert pd.Timestamp(params.as_of) == today.as_of  # today's chain is part of the history
+    # sticky-strike smile, 60 % GBM: the range is a few percent, not the reference 16 %
+    assert 0.02 < params.price_range < 0.16
+    # too short a history (10 days): the reference grid, saying why
+    ref, why = _margin_params(settings, today, store=short)
+    assert why.startswith("reference grid") and f"needs {MIN_MARGIN_HISTORY_DAYS:g} days" in why
+    assert ref.price_range == 0.16 and ref.horizon_days == 1.0
+    # no history at all (the shipped one-instant run): the reference grid
+    ref, why = _margin_params(settings, today)
+    assert why.startswith("reference grid") and "no history" in why
+    # a 99.9 % confidence needs 1000 horizon returns: 128 are not enough
+    _, why = _margin_params(MarginSettings(confidence=0.999), today, store=store)
+    assert why.startswith("reference grid") and "(< 1000 at confidence 0.999)" in why
+
+
+def test_margin_step_records_the_parameters(
+    btc_history: list[OptionChain], btc_stores: tuple[Path, Path]
+) -> None:
+    from types import SimpleNamespace
+
+    from volcal.config import MarginSettings
+    from volcal.jobs import ModelResult, margin_step
+    from volcal.risk import MarkSurface
+
+    today = btc_history[-1]
+    store = btc_stores[0]
+    model = ModelResult("marks", "ok", fit=SimpleNamespace(surface=MarkSurface.from_chain(today)))
+    q = today.quotes
+    book = pd.DataFrame({"symbol": q["symbol"].iloc[[40, 41]], "quantity": [-1.0, -1.0]})
+    got = margin_step(today, [model], {"book": book}, MarginSettings(), store=store)[0]
+    assert got.status == "ok", got.error
+    assert got.detail.startswith("params: calibrated on")
+    m = got.metrics.set_index("metric")["value"]
+    assert m["params_calibrated"] == 1.0 and m["params_price_range"] < 0.16
+    plain = margin_step(today, [model], {"book": book}, MarginSettings())[0]
+    assert plain.detail.startswith("params: reference grid")
+    assert plain.metrics.set_index("metric")["value"]["params_price_range"] == 0.16
+    # the calibrated range is smaller: so is the margin of the short strangle
+    im = plain.metrics.set_index("metric")["value"]["initial_margin_usd"]
+    assert m["initial_margin_usd"] < im

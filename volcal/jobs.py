@@ -1011,19 +1011,176 @@ def read_portfolio(path: str | Path) -> pd.DataFrame:
     return pd.DataFrame({"symbol": frame["symbol"].astype(str), "quantity": qty.astype(float)})
 
 
-def _margin_params(settings: MarginSettings) -> tuple[Any, str]:
-    """Margin parameters and where they come from.
+MIN_MARGIN_HISTORY_DAYS = 30.0
+"""Days of history (first instant to the margined chain) the job needs to calibrate margin
+parameters; with less it margins on the reference grid.
 
-    The job uses the exchange-style reference grid (:func:`volcal.risk.deribit_pm_params`) at the
-    configured horizon; calibrating them from the store's history
-    (:func:`volcal.risk.calibrate_margin_params`) is a later step.
+Why 30: the stress floor of the range and the vol shocks is the most volatile 30-day window of
+the history, so a shorter history has no such window and no anti-procyclicality floor; the
+EWMA (decay 0.94 per day, memory about 17 days) is still dominated by its seed before that.
+The tail needs enough horizon returns as well: at least ``max(20, 1 / (1 - confidence))``
+(100 at 99 %, so that the 99 % tail has an observation beyond it), which one snapshot a day
+reaches after 100 days and the shared six-hourly history after 25."""
+
+
+def _min_returns(confidence: float) -> int:
+    """Horizon returns the calibration needs at ``confidence`` (see
+    :data:`MIN_MARGIN_HISTORY_DAYS`)."""
+    return max(20, int(np.ceil(1.0 / (1.0 - confidence) - 1e-9)))
+
+
+def _store_history(store: str | Path, chain: OptionChain) -> tuple[pd.DataFrame, str]:
+    """Quotes of the stored snapshots of the chain's exchange and currency strictly before
+    its instant (the ``chains`` columns :func:`volcal.risk.history_stats_from_quotes` needs),
+    and a description. Checks the span first, so a short store loads nothing."""
+    from volcal.store import Store
+
+    path = Path(store)
+    if not path.exists():
+        return pd.DataFrame(), f"no store at {path}"
+    key = [chain.exchange, chain.underlying, chain.as_of.to_pydatetime()]
+    with Store(path, read_only=True) as st:
+        head = st.query(
+            "SELECT min(as_of) AS first, count(*) AS n FROM snapshots "
+            "WHERE exchange = ? AND currency = ? AND as_of < ?",
+            key,
+        )
+        n = int(head["n"].iloc[0])
+        if n == 0:
+            return pd.DataFrame(), f"the store {path} holds no earlier snapshot"
+        first = pd.Timestamp(head["first"].iloc[0])
+        span = (chain.as_of - first) / pd.Timedelta(days=1)
+        desc = f"{n} stored snapshot(s) in {path} from {first:%Y-%m-%d %H:%M}"
+        if span < MIN_MARGIN_HISTORY_DAYS:
+            return pd.DataFrame(), desc
+        q = st.query(
+            "SELECT as_of, expiry, t, k, call, iv_mark, iv_bid, iv_ask, forward, open_interest, "
+            "index_price, exchange_fields['exchange_volume'] AS exchange_volume FROM chains "
+            "WHERE exchange = ? AND currency = ? AND as_of < ? ORDER BY as_of",
+            key,
+        )
+    vol = q["exchange_volume"]
+    if len(vol) and isinstance(vol.iloc[0], (list, np.ndarray)):  # older DuckDB: a list
+        q["exchange_volume"] = [float(v[0]) if len(v) else np.nan for v in vol]
+    q["exchange_volume"] = pd.to_numeric(q["exchange_volume"], errors="coerce")
+    return q, desc
+
+
+def _snapshot_history(snapshot: str | Path, chain: OptionChain) -> tuple[pd.DataFrame, str]:
+    """Quotes of the snapshot file's instants of the chain's currency strictly before its
+    instant, and a description."""
+    from volcal.data.snapshots import load_snapshot
+
+    got = load_snapshot(snapshot, chain.underlying)
+    chains = [c for c in (got if isinstance(got, list) else [got]) if c.as_of < chain.as_of]
+    if not chains:
+        return pd.DataFrame(), f"the snapshot file {snapshot} holds no earlier instant"
+    frames = [c.quotes.assign(as_of=c.as_of) for c in chains]
+    desc = f"{len(chains)} earlier instant(s) of {snapshot} from {chains[0].as_of:%Y-%m-%d %H:%M}"
+    return pd.concat(frames, ignore_index=True), desc
+
+
+def _margin_params(
+    settings: MarginSettings,
+    chain: OptionChain | None = None,
+    *,
+    store: str | Path | None = None,
+    snapshot: str | Path | None = None,
+) -> tuple[Any, str]:
+    """Margin parameters for one chain and where they come from (the origin string).
+
+    Calibrated (:func:`volcal.risk.calibrate_margin_params` at the configured confidence and
+    horizon) on the history before the chain plus the chain itself, when that history spans
+    at least :data:`MIN_MARGIN_HISTORY_DAYS` days and gives enough horizon returns; the history
+    is the ``store``'s snapshots of the chain's exchange and currency, else the ``snapshot``
+    file's earlier instants (a file of many instants). Otherwise, or when the calibration
+    fails, the exchange-style reference grid (:func:`volcal.risk.deribit_pm_params`) at the
+    configured horizon, and the origin says why. Never raises.
+
+    Parameters
+    ----------
+    settings:
+        Confidence (e.g. 0.99) and horizon (days).
+    chain:
+        The chain to margin (None: the reference grid).
+    store:
+        DuckDB history store (may not exist yet).
+    snapshot:
+        Snapshot file the chain was loaded from.
+
+    Returns
+    -------
+    tuple
+        ``(MarginParams, origin)``; the origin starts with ``calibrated`` or ``reference grid``.
     """
-    from volcal.risk import deribit_pm_params
-
-    params = replace(
-        deribit_pm_params(horizon_days=settings.horizon_days), confidence=settings.confidence
+    from volcal.risk import (
+        calibrate_margin_params,
+        deribit_pm_params,
+        history_stats,
+        history_stats_from_quotes,
     )
-    return params, "deribit_pm_params (reference grid, not calibrated)"
+
+    def fallback(why: str) -> tuple[Any, str]:
+        params = replace(
+            deribit_pm_params(horizon_days=settings.horizon_days), confidence=settings.confidence
+        )
+        return params, f"reference grid deribit_pm_params, not calibrated: {why}"
+
+    if chain is None:
+        return fallback("no chain")
+    need = f"needs {MIN_MARGIN_HISTORY_DAYS:g} days"
+    sources: list[tuple[str, str | Path]] = []
+    if store is not None:
+        sources.append(("store", store))
+    if snapshot is not None:
+        sources.append(("snapshot", snapshot))
+    if not sources:
+        return fallback(f"no history (no store, not a snapshot file; {need})")
+    reasons = []
+    for kind, where in sources:
+        try:
+            if kind == "store":
+                quotes, desc = _store_history(where, chain)
+            else:
+                quotes, desc = _snapshot_history(where, chain)
+        except Exception as exc:  # an unreadable history is a reason to fall back, not fatal
+            reasons.append(f"{kind} history unreadable ({type(exc).__name__}: {exc})")
+            continue
+        if len(quotes) == 0:
+            reasons.append(f"{desc} ({need})")
+            continue
+        first = pd.Timestamp(quotes["as_of"].min())
+        span = (chain.as_of - first) / pd.Timedelta(days=1)
+        if span < MIN_MARGIN_HISTORY_DAYS:
+            reasons.append(f"{desc}: {span:.1f} days ({need})")
+            continue
+        try:
+            past = history_stats_from_quotes(quotes, chain.underlying).table
+            today = history_stats([chain]).table
+            from volcal.risk import HistoryStats
+
+            stats = HistoryStats(pd.concat([past, today], ignore_index=True), chain.underlying)
+            params = calibrate_margin_params(
+                stats, settings.confidence, pd.Timedelta(days=settings.horizon_days)
+            )
+        except Exception as exc:
+            reasons.append(f"calibration on {desc} failed ({type(exc).__name__}: {exc})")
+            continue
+        n_ret = int(params.diagnostics["n_returns"])
+        if n_ret < _min_returns(settings.confidence):
+            reasons.append(
+                f"{desc}: {n_ret} horizon returns (< {_min_returns(settings.confidence)} at "
+                f"confidence {settings.confidence:g})"
+            )
+            continue
+        origin = (
+            f"calibrated on {desc} to {chain.as_of:%Y-%m-%d %H:%M} ({span:.1f} days, {n_ret} "
+            f"{settings.horizon_days:g}-day returns, confidence {settings.confidence:g}): "
+            f"R {params.price_range:.1%}, vol shock up/down at 30 d "
+            f"{params.vol_shock.up_30d:.1%}/{params.vol_shock.down_30d:.1%}, SSR {params.ssr:.2f}"
+        )
+        return params, origin
+    return fallback("; ".join(reasons))
 
 
 def _margin_metrics(report: Any) -> pd.DataFrame:
@@ -1052,6 +1209,18 @@ def _margin_metrics(report: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metric", "value", "unit"])
 
 
+def _params_metrics(params: Any, calibrated: bool) -> pd.DataFrame:
+    """The parameters the margin used, as metric rows (stored with the margin results)."""
+    rows = [
+        ("params_calibrated", 1.0 if calibrated else 0.0, ""),
+        ("params_price_range", float(params.price_range), "relative"),
+        ("params_vol_shock_up_30d", float(params.vol_shock.up_30d), "relative"),
+        ("params_vol_shock_down_30d", float(params.vol_shock.down_30d), "relative"),
+        ("params_ssr", float(params.ssr), ""),
+    ]
+    return pd.DataFrame(rows, columns=["metric", "value", "unit"])
+
+
 def margin_step(
     chain: OptionChain,
     models: Sequence[ModelResult],
@@ -1059,10 +1228,16 @@ def margin_step(
     settings: MarginSettings,
     *,
     standard: Sequence[str] = (),
+    store: str | Path | None = None,
+    snapshot: str | Path | None = None,
 ) -> list[MarginResult]:
     """Margin every portfolio on the first successfully fitted surface; never raises.
 
-    Portfolios whose symbols are all of another underlying are skipped.
+    Portfolios whose symbols are all of another underlying are skipped. The parameters are
+    calibrated once per chain from the history in ``store`` or ``snapshot`` when it is long
+    enough (:func:`_margin_params`), else the reference grid; each result's ``detail`` says
+    which and why, and its metrics carry ``params_calibrated`` (1/0), ``params_price_range``,
+    ``params_vol_shock_up_30d``, ``params_vol_shock_down_30d`` and ``params_ssr``.
     """
     prefix = f"{chain.underlying}-"
     books = {
@@ -1075,6 +1250,13 @@ def margin_step(
     from volcal.risk import margin
 
     fitted = [m for m in models if m.status in ("ok", "warning") and _surface_of(m.fit) is not None]
+    params: Any = None
+    origin = ""
+    if fitted:
+        with _captured():
+            params, origin = _margin_params(settings, chain, store=store, snapshot=snapshot)
+        log.info("%s %s margin parameters: %s", chain.exchange, chain.underlying, origin)
+    calibrated = origin.startswith("calibrated")
     out = []
     for name, pos in books.items():
         is_std = name in standard
@@ -1086,9 +1268,10 @@ def margin_step(
         model = fitted[0]
         try:
             with _captured():
-                params, origin = _margin_params(settings)
                 report = margin(pos, _surface_of(model.fit), chain, params)
-            metrics = _margin_metrics(report)
+            metrics = pd.concat(
+                [_margin_metrics(report), _params_metrics(params, calibrated)], ignore_index=True
+            )
             detail = f"params: {origin}"
             worst = getattr(report, "worst_scenario", None)
             if worst:
@@ -1122,6 +1305,8 @@ def process_chain(
     spec: InputSpec | None = None,
     source: SourceInfo | None = None,
     keep_fits: bool = True,
+    margin_store: str | Path | None = None,
+    margin_snapshot: str | Path | None = None,
 ) -> SnapshotResult:
     """Fit every model to one chain, check arbitrage and margin the portfolios.
 
@@ -1142,6 +1327,8 @@ def process_chain(
         Where the chain came from (recorded).
     keep_fits:
         Keep the fit objects in the result (False for plain, picklable results).
+    margin_store, margin_snapshot:
+        History the margin parameters are calibrated from (see :func:`margin_step`).
     """
     start = time.perf_counter()
     fit = fit or FitSettings()
@@ -1170,7 +1357,15 @@ def process_chain(
                 std.append(name)
         except Exception as exc:
             result.warnings.append(f"standard portfolios failed: {type(exc).__name__}: {exc}")
-    result.margins = margin_step(chain, result.models, books, margin, standard=std)
+    result.margins = margin_step(
+        chain,
+        result.models,
+        books,
+        margin,
+        standard=std,
+        store=margin_store,
+        snapshot=margin_snapshot,
+    )
     failed = any(m.status == "failed" for m in result.models) or any(
         g.status == "failed" for g in result.margins
     )
@@ -1274,6 +1469,8 @@ def run_job(
                 portfolios=portfolios,
                 spec=spec,
                 source=source,
+                margin_store=cfg.store_path,
+                margin_snapshot=spec.path if spec.kind == "snapshot" else None,
             )
         )
     errors: list[dict[str, str]] = []

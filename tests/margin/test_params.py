@@ -68,7 +68,8 @@ def test_price_range_is_normal_expected_shortfall(synthetic: HistoryStats) -> No
 
 
 def test_vol_shock_shape_recovered(synthetic: HistoryStats) -> None:
-    p = calibrate_margin_params(synthetic, 0.99, "1D")
+    # a stationary history: no stress floor and a long EWMA memory leave the historical ES
+    p = calibrate_margin_params(synthetic, 0.99, "1D", ewma_lambda=0.999, stress_weight=0.0)
     assert p.vol_shock.p_short == pytest.approx(P_SHORT, abs=0.06)
     assert p.vol_shock.p_long == pytest.approx(P_LONG, abs=0.06)
     # 30-day shock: ES of the ln-vol change (~2.67 x 5 %), as a relative move
@@ -138,3 +139,77 @@ def test_calibration_on_deribit_history(btc_chains) -> None:  # type: ignore[no-
     assert 0 < p.vol_shock.down_30d < p.vol_shock.up_30d < 1  # vol spikes up more than down
     assert -1 <= p.ssr <= 3
     assert p.currency == "BTC" and p.diagnostics["n_returns"] > 400
+
+
+def _two_regime_stats(c: float = 0.02, n1: int = 60, n: int = 121) -> HistoryStats:
+    """Daily snapshots; every ATM vol's ln changes alternate in sign (negative on even
+    days), magnitude ``c`` for the first ``n1`` changes and ``2c`` after."""
+    times = pd.Timestamp("2021-01-01", tz="UTC") + pd.to_timedelta(np.arange(n), "D")
+    k = np.arange(n - 1)
+    dv = np.where(k % 2 == 0, -1.0, 1.0) * np.where(k < n1, c, 2 * c)
+    lv = np.log(0.5) + np.concatenate([[0.0], np.cumsum(dv)])
+    lf = np.log(80_000.0) + 0.01 * np.sin(np.arange(n))
+    table: dict[str, object] = {"as_of": times, "spot": np.exp(lf)}
+    for d in NODES_DAYS:
+        table[f"atm_{d}"] = np.exp(lv)
+        table[f"skew_{d}"] = np.full(n, -0.3)
+        table[f"fwd_{d}"] = np.exp(lf)
+    for b in range(len(VEGA_BUCKETS_DAYS)):
+        table[f"hs_vol_{b}"] = np.full(n, 0.005)
+    table["turnover"] = np.full(n, 0.05)
+    return HistoryStats(pd.DataFrame(table), "SYN")
+
+
+def test_vol_shocks_ewma_scaled_hand_computation() -> None:
+    """Filtered historical simulation of ln-vol changes, computed by hand.
+
+    RiskMetrics EWMA (seeded with c^2, decay lam per day): v = c^2 through the calm regime;
+    after m changes of size 2c, v = c^2 (lam^m + 4 (1 - lam^m)) = c^2 (4 - 3 lam^m). A change
+    at the start of day k is scaled by sqrt(v_now / v_k), v_now = c^2 (4 - 3 lam^60).
+    Down tail (negative changes on even days, m = 0, 2, 4, ...): every scaled regime-2
+    change is larger than every calm one, so at 95 % the 6 smallest of 120 (np.quantile
+    puts the 5 % point between the 6th and 7th) are m = 0, 2, ..., 10; up tail m = 1, ..., 11.
+    """
+    c, lam = 0.02, 0.94
+    stats = _two_regime_stats(c)
+    s_now = c * math.sqrt(4 - 3 * lam**60)
+
+    def es(ms: list[int]) -> float:
+        return float(np.mean([s_now * 2 * c / (c * math.sqrt(4 - 3 * lam**m)) for m in ms]))
+
+    es_down = es([0, 2, 4, 6, 8, 10])
+    es_up = es([1, 3, 5, 7, 9, 11])
+    p = calibrate_margin_params(stats, 0.95, "1D", ewma_lambda=lam, stress_weight=0.0)
+    node = p.diagnostics["vol_shock_by_node"]["30"]
+    assert node["down_es"] == pytest.approx(1 - math.exp(-es_down), rel=1e-12)
+    assert node["up_es"] == pytest.approx(math.exp(es_up) - 1, rel=1e-12)
+    # unscaled, the historical ES would be the 2c changes: the EWMA scaling is what differs
+    assert node["up_es_historical"] == pytest.approx(math.exp(2 * c) - 1, rel=1e-12)
+    # stress window: any 30 days of the 2c regime, ES = 2c; floor max(E, 0.75 E + 0.25 S)
+    w = 0.25
+    q = calibrate_margin_params(stats, 0.95, "1D", ewma_lambda=lam, stress_weight=w)
+    node = q.diagnostics["vol_shock_by_node"]["30"]
+    assert node["down_es_stress"] == pytest.approx(1 - math.exp(-2 * c), rel=1e-12)
+    floored = max(es_down, (1 - w) * es_down + w * 2 * c)
+    assert node["down_es"] == pytest.approx(1 - math.exp(-floored), rel=1e-12)
+    # identical nodes: the (30/DTE)^p fit is flat and returns the 30-day shock
+    assert q.vol_shock.down_30d == pytest.approx(1 - math.exp(-floored), rel=1e-9)
+    assert q.vol_shock.p_short == pytest.approx(0.0, abs=1e-9)
+
+
+def test_vol_shocks_floor_binds_after_calm() -> None:
+    """A calm present after a stressed past: the stress floor lifts the EWMA shock."""
+    c = 0.02
+    stats = _two_regime_stats(c)
+    tab = stats.table.copy()
+    # reverse time: stressed changes first, calm now
+    for d in NODES_DAYS:
+        tab[f"atm_{d}"] = tab[f"atm_{d}"].to_numpy()[::-1]
+    rev = HistoryStats(tab, "SYN")
+    calm = calibrate_margin_params(rev, 0.95, "1D", stress_weight=0.0)
+    floored = calibrate_margin_params(rev, 0.95, "1D", stress_weight=0.25)
+    e = -math.log(1 - calm.diagnostics["vol_shock_by_node"]["30"]["down_es"])
+    assert e < 2 * c  # the EWMA has forgotten the 2c regime ...
+    want = 0.75 * e + 0.25 * 2 * c  # ... and the floor brings a quarter of it back
+    got = floored.diagnostics["vol_shock_by_node"]["30"]["down_es"]
+    assert got == pytest.approx(1 - math.exp(-want), rel=1e-12)

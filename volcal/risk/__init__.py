@@ -7,7 +7,14 @@ parameters calibrated from history, and their backtest. See ``docs/margin.md``.
 from volcal.risk.backtest import BacktestResult, backtest_margin, kupiec_pof
 from volcal.risk.dynamics import SmileDynamics
 from volcal.risk.greeks import GREEK_COLUMNS, position_greeks
-from volcal.risk.history import NODES_DAYS, VEGA_BUCKETS_DAYS, HistoryStats, history_stats
+from volcal.risk.history import (
+    NODES_DAYS,
+    VEGA_BUCKETS_DAYS,
+    HistoryStats,
+    history_stats,
+    history_stats_from_quotes,
+)
+from volcal.risk.hull_white import HullWhiteDelta, fit_hull_white_delta, hull_white_from_chains
 from volcal.risk.params import MarginParams, calibrate_margin_params, deribit_pm_params
 from volcal.risk.positions import (
     INVERSE_FUTURE_FACE_USD,
@@ -37,6 +44,7 @@ __all__ = [
     "VEGA_BUCKETS_DAYS",
     "BacktestResult",
     "HistoryStats",
+    "HullWhiteDelta",
     "MarginParams",
     "MarginReport",
     "MarginSurface",
@@ -50,7 +58,10 @@ __all__ = [
     "backtest_margin",
     "calibrate_margin_params",
     "deribit_pm_params",
+    "fit_hull_white_delta",
     "history_stats",
+    "history_stats_from_quotes",
+    "hull_white_from_chains",
     "kupiec_pof",
     "margin",
     "pm_grid",

@@ -280,6 +280,22 @@ def _without_extended(rep: Any) -> float:
     return max(scen, c["greek"]["coin"]) + c["liquidity_addon"]["coin"]
 
 
+def _reweighted_extended(rep: Any, exponent: float) -> float:
+    """Initial margin of a report with the PM grid's extended moves weighted
+    ``(R/|m|)**exponent`` instead of the report's own ``(R/|m|)**q`` (coin; ``q > 0``)."""
+    q = float(rep.params.extended_weight_exponent)
+    if not q > 0:
+        raise ValueError("reweighting needs the report's extended_weight_exponent > 0")
+    tab = rep.scenario_pnl
+    ext = tab.index.str.startswith("pm-ext:")
+    weight = tab["weight"].to_numpy(dtype=float)
+    new_weight = np.where(ext, weight ** (exponent / q), weight)
+    loss = -tab["total"].to_numpy(dtype=float) * new_weight
+    scen = max(float(loss.max()), 0.0)
+    c = rep.components
+    return max(scen, c["greek"]["coin"]) + c["liquidity_addon"]["coin"]
+
+
 def _realised_loss(book: pd.DataFrame, chain0: Any, chain1: Any) -> float:
     """Coin loss of the book from chain0's to chain1's marks (NaN if an option is missing)."""
     pos = resolve_positions(book, chain0)
@@ -348,7 +364,9 @@ def backtest_margin(
     -------
     BacktestResult
         Methods: ``skew`` (calibrated parameters, SSR dynamic), ``skew_no_ext`` (the same
-        without the extended-move scenarios of both grids), ``flat`` (same parameters,
+        without the extended-move scenarios of both grids), ``skew_ext_sq`` (the same with
+        the PM grid's extended moves weighted ``(R/|m|)**2`` instead of the parameters'
+        weighting), ``flat`` (same parameters,
         flat smile, sticky strike), ``standard`` (Deribit standard initial margin),
         ``reference_pm`` (the grid with the exchange's parameters, issue 6).
     """
@@ -402,6 +420,7 @@ def backtest_margin(
             for method, value in (
                 ("skew", rep.initial_margin_coin),
                 ("skew_no_ext", _without_extended(rep)),
+                ("skew_ext_sq", _reweighted_extended(rep, 2.0)),
                 ("flat", rep_flat.initial_margin_coin),
                 ("standard", rep.components["standard_initial"]["coin"]),
                 ("reference_pm", rep.components["reference_pm"]["coin"]),

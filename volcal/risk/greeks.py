@@ -23,6 +23,7 @@ import pandas as pd
 
 from volcal.black import black_greeks
 from volcal.risk.dynamics import SmileDynamics
+from volcal.risk.hull_white import HullWhiteDelta
 from volcal.risk.positions import Positions
 from volcal.risk.scenarios import _legs
 from volcal.risk.surfaces import MarginSurface, smile_derivatives
@@ -55,7 +56,11 @@ per 1.00 of vol, ``theta`` USD per year; ``dollar_delta = mv_delta F`` (USD per 
 
 
 def position_greeks(
-    positions: Positions, surface: MarginSurface, dynamics: SmileDynamics
+    positions: Positions,
+    surface: MarginSurface,
+    dynamics: SmileDynamics,
+    *,
+    hull_white: HullWhiteDelta | None = None,
 ) -> pd.DataFrame:
     """Greeks of every position, indexed by symbol (see :data:`GREEK_COLUMNS`).
 
@@ -68,6 +73,10 @@ def position_greeks(
         analytic ``smile_derivatives`` when it has one, else central differences.
     dynamics:
         How the smile follows the forward.
+    hull_white:
+        When given, ``mv_delta`` is Hull & White's regression form
+        ``delta + vega / (F sqrt(t)) (a + b d + c d**2)`` (:mod:`volcal.risk.hull_white`)
+        instead of the dynamic's ``delta + vega sigma_F``; ``eff_gamma`` stays the dynamic's.
 
     Returns
     -------
@@ -96,7 +105,12 @@ def position_greeks(
         out["vanna"][opt] = size * vanna
         out["volga"][opt] = size * volga
         out["theta"][opt] = size * np.asarray(g.theta)
-        out["mv_delta"][opt] = size * (delta + vega * sf)
+        if hull_white is None:
+            out["mv_delta"][opt] = size * (delta + vega * sf)
+        else:
+            out["mv_delta"][opt] = size * hull_white.delta(
+                fwd, np.maximum(t, 1e-12), delta, vega, call
+            )
         out["eff_gamma"][opt] = size * (gamma + 2 * vanna * sf + volga * sf**2 + vega * sff)
     fut = ~opt
     if fut.any():

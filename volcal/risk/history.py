@@ -23,7 +23,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-__all__ = ["NODES_DAYS", "VEGA_BUCKETS_DAYS", "HistoryStats", "history_stats"]
+__all__ = [
+    "NODES_DAYS",
+    "QUOTE_COLUMNS",
+    "VEGA_BUCKETS_DAYS",
+    "HistoryStats",
+    "history_stats",
+    "history_stats_from_quotes",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -222,9 +229,62 @@ def history_stats(history: Any, currency: str | None = None) -> HistoryStats:
         frames.append(f)
         spots.append((ch.as_of, float(np.nanmedian(q["index_price"].to_numpy(dtype=float)))))
     q = pd.concat(frames, ignore_index=True)
+    return _stats(q, pd.DataFrame(spots, columns=["as_of", "spot"]), underlying)
+
+
+QUOTE_COLUMNS: tuple[str, ...] = (
+    "as_of",
+    "expiry",
+    "t",
+    "k",
+    "call",
+    "iv_mark",
+    "iv_bid",
+    "iv_ask",
+    "forward",
+    "open_interest",
+    "index_price",
+)
+"""Columns :func:`history_stats_from_quotes` needs (``exchange_volume`` optional)."""
+
+
+def history_stats_from_quotes(quotes: pd.DataFrame, underlying: str) -> HistoryStats:
+    """:func:`history_stats` of many snapshots' quotes in one long table.
+
+    Parameters
+    ----------
+    quotes:
+        Chain quote rows (``OptionChain.quotes`` columns, see :data:`QUOTE_COLUMNS`) of one
+        underlying, with ``as_of`` (UTC) naming the snapshot of each row, e.g. the ``chains``
+        table of the history store.
+    underlying:
+        Coin.
+
+    Returns
+    -------
+    HistoryStats
+    """
+    missing = [c for c in QUOTE_COLUMNS if c not in quotes.columns]
+    if missing:
+        raise ValueError(f"history_stats_from_quotes: missing column(s) {missing}")
+    if len(quotes) == 0:
+        raise ValueError("history_stats_from_quotes: empty history")
+    q = quotes.copy()
+    q["as_of"] = pd.to_datetime(q["as_of"], utc=True).dt.as_unit("ns")
+    q["expiry"] = pd.to_datetime(q["expiry"], utc=True).dt.as_unit("ns")
+    spots = (
+        q.groupby("as_of", sort=True)["index_price"]
+        .median()
+        .rename("spot")
+        .reset_index()
+        .astype({"spot": float})
+    )
+    return _stats(q, spots, underlying)
+
+
+def _stats(q: pd.DataFrame, spots: pd.DataFrame, underlying: str) -> HistoryStats:
     nodes = _node_values(_expiry_fits(q))
     spread = _spread_stats(q)
-    base = pd.DataFrame(spots, columns=["as_of", "spot"])
-    table = base.merge(nodes, on="as_of", how="left").merge(spread, on="as_of", how="left")
+    table = spots.merge(nodes, on="as_of", how="left").merge(spread, on="as_of", how="left")
     table = table.sort_values("as_of").reset_index(drop=True)
     return HistoryStats(table, underlying)

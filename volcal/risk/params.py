@@ -11,10 +11,15 @@ provenance is in ``MarginParams.sources`` and the numbers behind it in ``diagnos
   Anti-procyclicality: ``R = max(R_ewma, (1 - w) R_ewma + w R_stress)`` with ``R_stress`` the ES
   of the *unscaled* returns of the most volatile 30-day window and ``w = stress_weight`` (25 %
   as in EMIR RTS 153/2013 art. 28(1)(b)). The maintenance range uses VaR instead of ES.
-* **Vol shocks**: horizon changes of ``ln sigma_ATM`` at the constant maturities, ES of the up
-  and down tails per maturity, fitted as ``shock(DTE) = x_30d (30/DTE)**p`` with one exponent
-  below and one above 30 days (least squares in logs, exponents clipped to ``[0, 1]``);
-  maintenance with VaR.
+* **Vol shocks**: horizon changes of ``ln sigma_ATM`` at the constant maturities, filtered
+  historical simulation as for the range: each change is multiplied by
+  ``sqrt(v_now / v_start)``, ``v`` the EWMA variance (decay ``ewma_lambda`` per day) of that
+  maturity's ``ln sigma_ATM`` changes; ES of the up and down tails per maturity with the same
+  floor ``max(x_ewma, (1 - w) x_ewma + w x_stress)``, ``x_stress`` the ES of the unscaled
+  changes in the most volatile ``stress_window`` of the 30-day maturity's changes (one window
+  for all maturities, so the term-structure shape stays one period's); fitted as
+  ``shock(DTE) = x_30d (30/DTE)**p`` with one exponent below and one above 30 days (least
+  squares in logs, exponents clipped to ``[0, 1]``); maintenance with VaR.
 * **SSR**: ``sum(x y) / sum(x x)`` over consecutive snapshots and maturities 7-90 days, with
   ``y = d sigma_ATM`` and ``x = skew * d ln F`` (the regression of ATM vol changes on log
   forward changes, in units of the ATM skew; Bergomi 2016, ch. 9), clipped to ``[-1, 3]``.
@@ -36,7 +41,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from volcal.risk.history import NODES_DAYS, VEGA_BUCKETS_DAYS, history_stats
-from volcal.risk.scenarios import VolShock
+from volcal.risk.scenarios import DEFAULT_EXTENDED_MOVES, VolShock
 
 __all__ = ["MarginParams", "calibrate_margin_params", "deribit_pm_params"]
 
@@ -71,6 +76,19 @@ class MarginParams:
         half-spread, larger sizes cost ``sqrt(size / (turnover * OI))`` times more.
     future_half_spread:
         Relative half-spread of futures (fraction of price).
+    extended_moves:
+        Extended relative moves of the portfolio-margin grid (those beyond ``price_range``
+        are used, at unchanged vol); ``()`` for none.
+    extended_weight_exponent:
+        ``q >= 0``: an extended move ``m`` counts its loss times ``(R / |m|)**q``. ``1`` (the
+        default) is the exchange's ``R/|m|`` of issue 6; a coin-settled desk may prefer ``2``
+        (see ``docs/margin.md``: on inverse books ``R/|m|`` makes the -66 % move set the
+        margin of every short put); ``inf`` drops the extended moves.
+    hull_white:
+        ``(a, b, c)`` of Hull & White's minimum-variance delta
+        (:class:`volcal.risk.hull_white.HullWhiteDelta`, e.g. from
+        :func:`~volcal.risk.hull_white.hull_white_from_chains`) for the delta add-on; None (the
+        default) uses the surface-dynamic form ``delta + vega sigma_F`` with ``ssr``.
     currency:
         Coin the parameters were calibrated on ("" if not calibrated).
     as_of:
@@ -92,6 +110,9 @@ class MarginParams:
     spread_stress: float = 1.0
     turnover: float = 0.07
     future_half_spread: float = 1e-4
+    extended_moves: tuple[float, ...] = DEFAULT_EXTENDED_MOVES
+    extended_weight_exponent: float = 1.0
+    hull_white: tuple[float, float, float] | None = None
     currency: str = ""
     as_of: str = ""
     sources: dict[str, str] = field(default_factory=dict)
@@ -112,6 +133,13 @@ class MarginParams:
             )
         if not (self.turnover > 0):
             raise ValueError(f"MarginParams.turnover must be > 0, got {self.turnover}")
+        if not (self.extended_weight_exponent >= 0):
+            raise ValueError(
+                "MarginParams.extended_weight_exponent must be >= 0, got "
+                f"{self.extended_weight_exponent}"
+            )
+        if any(not (m > -1 and np.isfinite(m)) for m in self.extended_moves):
+            raise ValueError(f"MarginParams.extended_moves must be > -1: {self.extended_moves}")
 
     @property
     def horizon_years(self) -> float:
@@ -122,6 +150,7 @@ class MarginParams:
         """JSON-ready dict with a schema version."""
         d = asdict(self)
         d["half_spread_vol"] = list(self.half_spread_vol)
+        d["extended_moves"] = list(self.extended_moves)
         d["schema_version"] = SCHEMA_VERSION
         return json.loads(json.dumps(d, default=_jsonable))
 
@@ -132,6 +161,11 @@ class MarginParams:
         d["vol_shock"] = VolShock(**d["vol_shock"])
         d["vol_shock_mm"] = VolShock(**d["vol_shock_mm"])
         d["half_spread_vol"] = tuple(d["half_spread_vol"])
+        if d.get("hull_white") is not None:
+            a, b, c = (float(x) for x in d["hull_white"])
+            d["hull_white"] = (a, b, c)
+        if "extended_moves" in d:
+            d["extended_moves"] = tuple(float(x) for x in d["extended_moves"])
         return cls(**d)
 
     def summary(self) -> str:
@@ -153,9 +187,14 @@ class MarginParams:
             ("spread_stress", f"{self.spread_stress:.3f}"),
             ("turnover", f"{self.turnover:.4f}"),
             ("future_half_spread", f"{self.future_half_spread:g}"),
+            (
+                "extended_weight_exponent",
+                f"(R/|m|)^{self.extended_weight_exponent:g} on moves "
+                + ", ".join(f"{m:+.0%}" for m in self.extended_moves),
+            ),
         ]
         for name, text in rows:
-            lines.append(f"  {name:18s} {text:50s} [{self.sources.get(name, 'default')}]")
+            lines.append(f"  {name:24s} {text:50s} [{self.sources.get(name, 'default')}]")
         return "\n".join(lines)
 
 
@@ -232,6 +271,31 @@ def _ewma_variance(logp: FloatArray, days: FloatArray, lam: float) -> FloatArray
         else:
             v[n] = v[n - 1]
     return v
+
+
+def _most_volatile_window(
+    start_days: FloatArray, x: FloatArray, win: float
+) -> npt.NDArray[np.bool_]:
+    """Mask of the observations in the ``win``-day window (starting on a whole day of
+    ``start_days``) where the standard deviation of ``x`` is largest; windows need 10 finite
+    observations and to cover 80 % of ``win``. All observations when no window qualifies."""
+    best, best_vol = np.ones(start_days.size, dtype=bool), -1.0
+    ok = np.isfinite(x)
+    for start in np.unique(np.floor(start_days)):
+        sel = (start_days >= start) & (start_days < start + win) & ok
+        if sel.sum() >= 10 and start_days[sel].max() - start >= 0.8 * win:
+            v = float(np.std(x[sel]))
+            if v > best_vol:
+                best, best_vol = sel, v
+    return best
+
+
+def _floored(x_ewma: float, x_stress: float, w: float) -> float:
+    """Anti-procyclicality floor ``max(x, (1 - w) x + w x_stress)`` (EMIR RTS 153/2013
+    art. 28(1)(b)); the EWMA value alone when the stress value is not finite."""
+    if not np.isfinite(x_stress):
+        return x_ewma
+    return max(x_ewma, (1 - w) * x_ewma + w * x_stress)
 
 
 def _fit_shock_shape(dte: FloatArray, up: FloatArray, down: FloatArray) -> tuple[float, ...]:
@@ -341,25 +405,34 @@ def calibrate_margin_params(
     R_var_ewma = max(1 - np.exp(-var_lo), np.exp(var_hi) - 1)
     # stress window: the most volatile stress_window of the lookback, unscaled returns
     win = pd.Timedelta(stress_window) / pd.Timedelta(days=1)
-    best, best_vol = np.ones(i.size, dtype=bool), -1.0
-    for start in np.unique(np.floor(days[i])):
-        sel = (days[i] >= start) & (days[i] < start + win)
-        if sel.sum() >= 10 and days[i][sel].max() - start >= 0.8 * win:
-            v = float(np.std(r[sel]))
-            if v > best_vol:
-                best, best_vol = sel, v
+    best = _most_volatile_window(days[i], r, win)
     s_var_lo, s_es_lo, s_var_hi, s_es_hi = _tail(r[best], alpha)
     R_es_stress = max(1 - np.exp(-s_es_lo), np.exp(s_es_hi) - 1)
     R_var_stress = max(1 - np.exp(-s_var_lo), np.exp(s_var_hi) - 1)
     R_es = max(R_es_ewma, (1 - stress_weight) * R_es_ewma + stress_weight * R_es_stress)
     R_var = max(R_var_ewma, (1 - stress_weight) * R_var_ewma + stress_weight * R_var_stress)
 
-    # vol shocks by tenor
+    # vol shocks by tenor: filtered historical simulation of ln ATM vol changes (each change
+    # scaled by today's EWMA vol of that node's changes over the EWMA vol at its start), with
+    # the stress floor of the unscaled changes in the 30-day node's most volatile window
+    dvs: dict[int, FloatArray] = {}
+    z_vol: dict[int, FloatArray] = {}
+    for d in NODES_DAYS:
+        lv = np.log(tab[f"atm_{d}"].to_numpy(dtype=float))
+        dvs[d] = (lv[j] - lv[i]) * np.sqrt(h_days / span)
+        var_v = _ewma_variance(lv, days, ewma_lambda)
+        scale = np.sqrt(
+            np.divide(var_v[-1], var_v[i], out=np.full(i.size, np.nan), where=var_v[i] > 0)
+        )
+        z_vol[d] = np.where(dvs[d] == 0.0, 0.0, dvs[d] * scale)
+    vol_best = _most_volatile_window(days[i], dvs[30], win)
     ups, downs, ups_var, downs_var, per_node = [], [], [], [], {}
     for d in NODES_DAYS:
-        atm = tab[f"atm_{d}"].to_numpy(dtype=float)
-        dv = np.log(atm[j] / atm[i]) * np.sqrt(h_days / span)
-        vl, el, vh, eh = _tail(dv, alpha)
+        e = _tail(z_vol[d], alpha)
+        s = _tail(dvs[d][vol_best], alpha)
+        # per tail: max(x_ewma, (1 - w) x_ewma + w x_stress), as for the price range
+        fl = [_floored(e[n], s[n], stress_weight) for n in range(4)]
+        vl, el, vh, eh = fl
         ups.append(np.exp(eh) - 1)
         downs.append(1 - np.exp(-el))
         ups_var.append(np.exp(vh) - 1)
@@ -369,7 +442,12 @@ def calibrate_margin_params(
             "down_es": downs[-1],
             "up_var": ups_var[-1],
             "down_var": downs_var[-1],
-            "n": int(np.isfinite(dv).sum()),
+            "up_es_ewma": float(np.exp(e[3]) - 1),
+            "down_es_ewma": float(1 - np.exp(-e[1])),
+            "up_es_stress": float(np.exp(s[3]) - 1),
+            "down_es_stress": float(1 - np.exp(-s[1])),
+            "up_es_historical": float(np.exp(_tail(dvs[d], alpha)[3]) - 1),
+            "n": int(np.isfinite(dvs[d]).sum()),
         }
     dte = np.asarray(NODES_DAYS, dtype=float)
     u30, d30, ps, pl = _fit_shock_shape(dte, np.asarray(ups), np.asarray(downs))
@@ -416,14 +494,16 @@ def calibrate_margin_params(
         f"forward, EWMA-scaled (lambda {ewma_lambda}), 25%-weighted stress floor; {n_src}",
         "price_range_mm": f"VaR {alpha:g}, same returns",
         "vol_shock": f"ES {alpha:g} of {h_days:g}-day changes of ln ATM vol at {NODES_DAYS} days, "
-        "fitted x_30d (30/DTE)^p",
-        "vol_shock_mm": f"VaR {alpha:g}, same changes",
+        f"EWMA-scaled per tenor (lambda {ewma_lambda}), {stress_weight:.0%}-weighted stress "
+        "floor (30-day tenor's most volatile window), fitted x_30d (30/DTE)^p",
+        "vol_shock_mm": f"VaR {alpha:g}, same changes, same scaling and floor",
         "ssr": f"regression of d ATM vol on skew * d ln F, {x.size} consecutive-snapshot "
         f"changes at 7-90 days (raw {ssr_raw:.3f}, R^2 {r2:.3f})",
         "half_spread_vol": "median of per-snapshot median half-spread in vol by vega bucket",
         "spread_stress": f"{alpha:g} quantile of the 30-day half-spread ratio over the horizon",
         "turnover": "median 24h volume / open interest",
         "future_half_spread": "assumed (no futures quotes in the chains)",
+        "extended_weight_exponent": "issue 6 default: extended moves weighted R/|m|",
     }
     diagnostics = {
         "n_returns": int(i.size),

@@ -33,6 +33,7 @@ import pandas as pd
 from volcal.risk.dynamics import SmileDynamics
 from volcal.risk.greeks import position_greeks
 from volcal.risk.history import VEGA_BUCKETS_DAYS
+from volcal.risk.hull_white import HullWhiteDelta
 from volcal.risk.params import MarginParams, deribit_pm_params
 from volcal.risk.positions import Positions, resolve_positions
 from volcal.risk.scenarios import ScenarioPnL, pm_grid, revalue, span_grid
@@ -212,7 +213,12 @@ def _scenario_part(
     R = params.price_range_mm if mm else params.price_range
     shock = params.vol_shock_mm if mm else params.vol_shock
     dt = params.horizon_years
-    pm = pm_grid(R, dt=dt)
+    pm = pm_grid(
+        R,
+        extended=params.extended_moves,
+        extended_weight_exponent=params.extended_weight_exponent,
+        dt=dt,
+    )
     grid = pm + span_grid(R, dt=dt)
     pnl = revalue(pos, surface, grid, dyn, shock)
     loss = pnl.weighted_loss()
@@ -269,7 +275,12 @@ def margin(
 
     pnl, pm_loss, span_loss = _scenario_part(pos, surface, params, dyn, mm=False)
     _, pm_mm, span_mm = _scenario_part(pos, surface, params, dyn, mm=True)
-    greeks = position_greeks(pos, surface, dyn)
+    hw = (
+        HullWhiteDelta(*params.hull_white, source="params.hull_white")
+        if params.hull_white is not None
+        else None
+    )
+    greeks = position_greeks(pos, surface, dyn, hull_white=hw)
     dte = pos.table["t"].to_numpy(dtype=float) * 365.0
     per, tot, buckets = _greek_addons(greeks, dte, params, mm=False)
     _, tot_mm, _ = _greek_addons(greeks, dte, params, mm=True)

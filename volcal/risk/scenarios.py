@@ -22,7 +22,8 @@ Grids:
 
 * :func:`pm_grid`: Deribit-portfolio-margin-like, ``n_points`` moves evenly over ``[-R, R]`` x
   vol up/same/down, plus extended moves (default -66 % .. +500 %) at unchanged vol whose losses
-  count ``R / |m|`` (a linear position is charged the same as at ``R``; short convexity more);
+  count ``(R / |m|)**q`` (``q = 1`` the exchange's weighting: a linear position is charged the
+  same as at ``R``, short convexity more);
 * :func:`span_grid`: SPAN-like 16 scenarios, price 0, +-1/3, +-2/3, +-1 of ``R`` x vol up/down,
   plus +-3 ``R`` at unchanged vol counted at 35 %.
 """
@@ -196,6 +197,7 @@ def pm_grid(
     *,
     n_points: int = 9,
     extended: Sequence[float] = DEFAULT_EXTENDED_MOVES,
+    extended_weight_exponent: float = 1.0,
     dt: float = 0.0,
 ) -> ScenarioSet:
     """Deribit-portfolio-margin-like grid.
@@ -208,7 +210,10 @@ def pm_grid(
         Moves evenly spaced over ``[-R, R]`` (odd, to include 0).
     extended:
         Extended relative moves; those with ``|m| > R`` are used, vol unchanged, weight
-        ``R / |m|``.
+        ``(R / |m|)**q``.
+    extended_weight_exponent:
+        ``q >= 0`` of the extended moves' weight: 1 is the exchange's ``R/|m|`` (issue 6), 2
+        weights them by the square (``inf`` drops them, 0 counts them in full).
     dt:
         Time step (years).
 
@@ -219,6 +224,8 @@ def pm_grid(
     """
     if not (0 < price_range < 1) or n_points < 2:
         raise ValueError(f"pm_grid needs 0 < price_range < 1 and n_points >= 2: {price_range}")
+    if not extended_weight_exponent >= 0:
+        raise ValueError(f"pm_grid needs extended_weight_exponent >= 0: {extended_weight_exponent}")
     moves = np.linspace(-price_range, price_range, n_points)
     mm, vv = np.meshgrid(moves, [1.0, 0.0, -1.0], indexing="ij")
     m, v = mm.ravel(), vv.ravel()
@@ -228,7 +235,7 @@ def pm_grid(
     return ScenarioSet(
         np.concatenate([m, ext]),
         np.concatenate([v, np.zeros(ext.size)]),
-        np.concatenate([np.ones(m.size), price_range / np.abs(ext)]),
+        np.concatenate([np.ones(m.size), (price_range / np.abs(ext)) ** extended_weight_exponent]),
         tuple(names),
         dt,
     )
