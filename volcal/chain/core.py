@@ -14,7 +14,6 @@ from its flat form with :meth:`OptionChain.from_frame`.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from volcal._atomic import atomic_path
 from volcal.chain.filters import QuoteFilters, filter_quotes
 from volcal.chain.forwards import infer_forward, parity_pairs
 from volcal.conventions import log_moneyness, to_utc, year_fraction
@@ -745,17 +745,9 @@ class OptionChain:
         Returns the path written. Read it back with :meth:`read_parquet` or
         :func:`volcal.load_snapshot`.
         """
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             self.to_frame().to_parquet(tmp, index=False)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return Path(path)
 
     @classmethod
     def read_parquet(cls, path: str | os.PathLike[str]) -> OptionChain:

@@ -35,7 +35,6 @@ import gzip
 import io
 import json
 import os
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from volcal._atomic import atomic_write_bytes
 from volcal.errors import ChainValidationError, ReplayError
 
 __all__ = [
@@ -192,22 +192,7 @@ class Tape:
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the tape to ``path`` atomically: a temporary file in the same folder,
         flushed and fsynced, then :func:`os.replace`. A reader never sees half a tape."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        data = self.to_bytes()
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a tape is an ordinary data file
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return target
+        return atomic_write_bytes(path, self.to_bytes())
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Tape:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from volcal._atomic import atomic_write_text
 
 __all__ = ["atomic_write_text", "history_from_store", "render_report", "write_report"]
 
@@ -45,23 +45,6 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}
 .skipped{color:#777}img{max-width:100%;display:block;margin:.3em 0}
 .muted{color:#666;font-size:12px}ul{font-size:13px}
 """
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def history_from_store(store: Any, currencies: Sequence[str]) -> dict[str, dict[str, Any]]:
