@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from volcal.black import BlackGreeks, black_greeks
 from volcal.heston.params import HestonParams
 from volcal.heston.pricer import heston_price
 from volcal.implied import implied_vol
+from volcal.surface import SmileSurface
 
 __all__ = ["HestonSurface"]
 
@@ -34,8 +34,12 @@ def _flat_forward(t: npt.ArrayLike) -> FloatArray:
 
 
 @dataclass(frozen=True)
-class HestonSurface:
+class HestonSurface(SmileSurface):
     """Black-76 implied volatilities of the Heston model.
+
+    A :class:`~volcal.surface.SmileSurface`: implied vol, density, local vol and greeks come
+    from the base class through :meth:`derivatives`; :meth:`total_variance` inverts the model's
+    prices directly and :meth:`price` is the model's own price.
 
     Parameters
     ----------
@@ -61,10 +65,6 @@ class HestonSurface:
         """Forward ``F(t)``."""
         return np.asarray(self.forward_curve(t), dtype=np.float64)
 
-    def log_moneyness(self, strike: npt.ArrayLike, t: npt.ArrayLike) -> FloatArray:
-        """``k = ln(K / F(t))``."""
-        return np.asarray(np.log(np.asarray(strike, dtype=np.float64) / self.forward(t)))
-
     def otm_price(self, k: npt.ArrayLike, t: npt.ArrayLike) -> FloatArray:
         """Undiscounted out-of-the-money premium in units of the forward (call for k >= 0)."""
         kk, tt = np.broadcast_arrays(
@@ -84,13 +84,6 @@ class HestonSurface:
         vol = np.asarray(implied_vol(self.otm_price(kk, tt), 1.0, np.exp(kk), tt, kk >= 0.0))
         return np.asarray(vol * vol * tt)
 
-    def implied_vol(self, strike: npt.ArrayLike, t: npt.ArrayLike) -> FloatArray:
-        """Black-76 implied vol (decimal) at strike ``K`` (forward's unit) and ``t``."""
-        tt = np.asarray(t, dtype=np.float64)
-        w = self.total_variance(self.log_moneyness(strike, tt), tt)
-        pos = tt > 0
-        return np.asarray(np.where(pos, np.sqrt(w / np.where(pos, tt, 1.0)), np.nan))
-
     def derivatives(
         self, k: npt.ArrayLike, t: npt.ArrayLike
     ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
@@ -106,31 +99,6 @@ class HestonSurface:
         wt = (self.total_variance(kk, tt + dt) - self.total_variance(kk, tt - dt)) / (2 * dt)
         return w, (w_up - w_dn) / (2 * h), (w_up - 2 * w + w_dn) / (h * h), np.asarray(wt)
 
-    def _g(self, k: FloatArray, t: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-        w, w1, w2, wt = self.derivatives(k, t)
-        g = (1 - k * w1 / (2 * w)) ** 2 - w1 * w1 / 4 * (1 / w + 0.25) + w2 / 2
-        return w, g, wt
-
-    def density(self, strike: npt.ArrayLike, t: npt.ArrayLike) -> FloatArray:
-        """Risk-neutral density of ``S_t`` per unit of strike (Breeden-Litzenberger)."""
-        kk = np.asarray(strike, dtype=np.float64)
-        tt = np.asarray(t, dtype=np.float64)
-        k = self.log_moneyness(kk, tt)
-        w, g, _ = self._g(k, np.broadcast_to(tt, k.shape))
-        sw = np.sqrt(w)
-        d_minus = -k / sw - sw / 2.0
-        return np.asarray(g / (kk * np.sqrt(2.0 * np.pi) * sw) * np.exp(-0.5 * d_minus**2))
-
-    def local_vol(self, strike: npt.ArrayLike, t: npt.ArrayLike) -> FloatArray:
-        """Dupire local vol ``sqrt((dw/dt) / g(k))`` (decimal)."""
-        tt = np.asarray(t, dtype=np.float64)
-        k = self.log_moneyness(strike, tt)
-        _, g, wt = self._g(k, np.broadcast_to(tt, k.shape))
-        ok = (g > 0) & (wt >= 0)
-        return np.asarray(
-            np.where(ok, np.sqrt(np.where(ok, wt / np.where(ok, g, 1.0), 0.0)), np.nan)
-        )
-
     def price(
         self,
         strike: npt.ArrayLike,
@@ -141,18 +109,6 @@ class HestonSurface:
         """Heston price ``D F c`` of a European option (the model's own price)."""
         tt = np.asarray(t, dtype=np.float64)
         return np.asarray(heston_price(self.params, self.forward(tt), strike, tt, call, discount))
-
-    def greeks(
-        self,
-        strike: npt.ArrayLike,
-        t: npt.ArrayLike,
-        call: npt.ArrayLike,
-        discount: npt.ArrayLike = 1.0,
-    ) -> BlackGreeks:
-        """Black-76 greeks at the surface's vol, sticky strike (as ``SmileSurface``)."""
-        tt = np.asarray(t, dtype=np.float64)
-        vol = self.implied_vol(strike, tt)
-        return black_greeks(self.forward(tt), strike, tt, vol, call, discount)
 
     def variance_swap(self, t: npt.ArrayLike) -> FloatArray | float:
         """Fair variance-swap total variance ``E[int_0^t v ds]`` (exact for Heston)."""
