@@ -26,6 +26,7 @@ import numpy.typing as npt
 from scipy.interpolate import CubicSpline
 
 from volcal.errors import ChainValidationError
+from volcal.surface import ForwardCurve
 
 __all__ = ["MarginSurface", "MarkSurface", "ParametricSmile", "smile_derivatives"]
 
@@ -171,6 +172,7 @@ class MarkSurface:
     spot: float = float("nan")
     flat: bool = False
     _splines: tuple[CubicSpline, ...] = field(init=False, repr=False)
+    _forward_curve: ForwardCurve = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.t or len(self.t) != len(self.knots) or len(self.t) != len(self.forwards):
@@ -182,6 +184,8 @@ class MarkSurface:
             else:
                 splines.append(CubicSpline([-1.0, 1.0], [w[0], w[0]], bc_type="natural"))
         object.__setattr__(self, "_splines", tuple(splines))
+        spot = self.spot if np.isfinite(self.spot) and self.spot > 0 else None
+        object.__setattr__(self, "_forward_curve", ForwardCurve(self.t, self.forwards, spot))
 
     @classmethod
     def from_chain(
@@ -259,18 +263,9 @@ class MarkSurface:
         return np.asarray(self.t, dtype=float)
 
     def forward(self, t: npt.ArrayLike) -> FloatArray:
-        """``F(t)``: ``ln F`` linear in ``t`` between nodes (spot at ``t = 0`` when known)."""
-        tq = np.asarray(t, dtype=float)
-        tt = np.asarray(self.t, dtype=float)
-        lf = np.log(np.asarray(self.forwards, dtype=float))
-        if np.isfinite(self.spot) and self.spot > 0:
-            tt = np.concatenate([[0.0], tt])
-            lf = np.concatenate([[np.log(self.spot)], lf])
-        out = np.interp(tq, tt, lf)
-        if tt.size >= 2:
-            rate = (lf[-1] - lf[-2]) / (tt[-1] - tt[-2])
-            out = np.where(tq > tt[-1], lf[-1] + rate * (tq - tt[-1]), out)
-        return np.asarray(np.exp(out))
+        """``F(t)``: ``ln F`` linear in ``t`` between nodes (spot at ``t = 0`` when known);
+        :class:`volcal.surface.ForwardCurve`."""
+        return self._forward_curve(t)
 
     def _smile(self, i: int, k: FloatArray) -> FloatArray:
         kn = self.knots[i]
