@@ -36,8 +36,9 @@ def test_short_backtest_on_deribit(btc_chains) -> None:  # type: ignore[no-untyp
     books = {k: v for k, v in standard_books().items() if k in ("short_straddle", "long_options")}
     res = backtest_margin(chains[:140], books, step="3D")
     rec = res.records
-    assert set(rec["method"]) == {"skew", "skew_no_ext", "flat", "standard", "reference_pm"}
-    assert rec.groupby(["as_of", "book"]).size().eq(5).all()
+    methods = {"skew", "skew_no_ext", "skew_ext_sq", "flat", "standard", "reference_pm"}
+    assert set(rec["method"]) == methods
+    assert rec.groupby(["as_of", "book"]).size().eq(len(methods)).all()
     piv = rec.pivot_table(index=["as_of", "book"], columns="method", values="margin_coin")
     assert (piv["skew_no_ext"] <= piv["skew"] + 1e-15).all()
     # realised loss of the first straddle by hand: coin marks one day apart
