@@ -88,7 +88,8 @@ def main() -> None:
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     raw = pd.read_parquet(PARQUET)
-    snaps = sorted(raw["snapshot_file"].unique())[:: args.every]
+    all_snaps = sorted(raw["snapshot_file"].unique())
+    snaps = all_snaps[:: args.every]
     raw = raw[raw["snapshot_file"].isin(snaps)]
     filters = QuoteFilters(max_rel_spread=args.max_rel_spread) if args.max_rel_spread else None
     ccys = [args.currency] if args.currency else ["BTC", "ETH"]
@@ -142,8 +143,8 @@ def main() -> None:
                     )
     total = time.perf_counter() - start
     print(
-        f"{n_chains} chains ({', '.join(ccys)}; every {args.every}-th of "
-        f"{len(sorted(pd.unique(snaps)))} snapshots), total {total:.0f} s"
+        f"{n_chains} chains ({', '.join(ccys)}; every {args.every}-th of {len(all_snaps)}: "
+        f"{len(snaps)} snapshots), total {total:.0f} s"
         + (", quotes repaired first" if args.repair else "")
     )
     for m in models:

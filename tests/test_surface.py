@@ -112,3 +112,15 @@ def test_greeks_match_black() -> None:
     up = black_price(f + h, 100.0, 0.5, vol, True)
     dn = black_price(f - h, 100.0, 0.5, vol, True)
     np.testing.assert_allclose(g.delta, (up - dn) / (2 * h), rtol=1e-7)
+
+
+def test_envelope_cache_does_not_change_values() -> None:
+    low_long = SviRaw(a=0.005, b=0.05, rho=0.0, m=0.0, sigma=0.1)
+    s = SviSurface.from_slices([0.25, 0.5, 1.0], [S1, low_long, S2], [100.0] * 3)
+    k = np.linspace(-3, 3, 1001)  # large enough to be cached
+    for t in (0.3, 0.25, 0.7, 0.3, 2.0):
+        big = s.derivatives(k, t)
+        small = [s.derivatives(k[i : i + 1], t) for i in range(0, k.size, 97)]
+        for j, part in enumerate(small):
+            for a, b in zip(part, big, strict=True):
+                assert a[0] == b[j * 97]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from volcal.errors import CalibrationError
-from volcal.svi import SliceQuotes, SviRaw, fit_svi_slice
+from volcal.svi import SliceQuotes, SviRaw, SviSliceSettings, fit_svi_slice
 
 GJ31 = SviRaw(a=-0.0410, b=0.1331, rho=0.3060, m=0.3586, sigma=0.4153)
 
@@ -59,3 +59,44 @@ def test_deterministic() -> None:
 def test_too_few_quotes() -> None:
     with pytest.raises(CalibrationError, match="at least 3"):
         fit_svi_slice(_slice(GJ31, 1.0, np.array([0.0, 0.1])))
+
+
+def test_constraint_and_residual_jacobians_against_finite_differences() -> None:
+    from volcal.svi.slice_fit import _g_and_jac, _SliceProblem
+
+    x = np.array([GJ31.a, GJ31.b, GJ31.rho, GJ31.m, GJ31.sigma])
+    k = np.linspace(-2.0, 2.0, 41)
+    g, dg, w, dw = _g_and_jac(x, k)
+    np.testing.assert_allclose(g, GJ31.g(k), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(w, GJ31.total_variance(k), rtol=1e-15)
+    prob = _SliceProblem(_slice(GJ31, 1.0, np.linspace(-1.0, 1.2, 25)), SviSliceSettings())
+    r, jr = prob.residuals(x * np.array([1.0, 1.05, 1.0, 1.0, 1.1]))
+    assert float(r @ r) > 0
+    h = 1e-7
+    for j in range(5):
+        e = np.zeros(5)
+        e[j] = h * max(1.0, abs(x[j]))
+        fd_g = (_g_and_jac(x + e, k)[0] - _g_and_jac(x - e, k)[0]) / (2 * e[j])
+        np.testing.assert_allclose(dg[:, j], fd_g, rtol=1e-6, atol=1e-7)
+        fd_w = (_g_and_jac(x + e, k)[2] - _g_and_jac(x - e, k)[2]) / (2 * e[j])
+        np.testing.assert_allclose(dw[:, j], fd_w, rtol=1e-7, atol=1e-10)
+    # residuals: smooth inside and outside the band (no quote exactly on a band edge here)
+    x1 = x * np.array([1.0, 1.05, 1.0, 1.0, 1.1])
+    for j in range(5):
+        e = np.zeros(5)
+        e[j] = 1e-8 * max(1.0, abs(x1[j]))
+        fd = (prob.residuals(x1 + e)[0] - prob.residuals(x1 - e)[0]) / (2 * e[j])
+        np.testing.assert_allclose(jr[:, j], fd, rtol=1e-5, atol=1e-8)
+
+
+def test_refined_g_minimum_matches_a_fine_grid() -> None:
+    # GJ (2014) Example 3.1 has a negative dip of g near k = 0.9: the refined search around the
+    # coarse grid's local minima finds its depth to the resolution of a 2e6-point grid
+    from volcal.svi.slice_fit import _g_refined
+
+    x = np.array([GJ31.a, GJ31.b, GJ31.rho, GJ31.m, GJ31.sigma])
+    coarse = np.linspace(-4.0, 4.0, 81)
+    _, g = _g_refined(x, coarse)
+    fine = GJ31.g(np.linspace(-4.0, 4.0, 2_000_001))
+    assert g.min() <= float(np.min(GJ31.g(coarse)))
+    assert g.min() == pytest.approx(float(fine.min()), abs=1e-9)

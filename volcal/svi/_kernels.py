@@ -573,3 +573,73 @@ def qe_nelder_mead(
         if fs[i] < fs[best]:
             best = i
     return sim[best, 0], sim[best, 1], fs[best], it, nfev
+
+
+@njit(cache=True)
+def svi_w_jac(
+    a: float, b: float, rho: float, m: float, sigma: float, k: FloatArray
+) -> tuple[FloatArray, FloatArray]:  # pragma: no cover - compiled
+    """Raw SVI ``w(k)`` and its Jacobian ``(n, 5)`` in ``(a, b, rho, m, sigma)``."""
+    n = k.shape[0]
+    w = np.empty(n)
+    dw = np.empty((n, 5))
+    for i in range(n):
+        z = k[i] - m
+        r = math.sqrt(z * z + sigma * sigma)
+        w[i] = a + b * (rho * z + r)
+        dw[i, 0] = 1.0
+        dw[i, 1] = rho * z + r
+        dw[i, 2] = b * z
+        dw[i, 3] = -b * (rho + z / r)
+        dw[i, 4] = b * sigma / r
+    return w, dw
+
+
+@njit(cache=True)
+def svi_g_jac(
+    a: float, b: float, rho: float, m: float, sigma: float, k: FloatArray
+) -> tuple[FloatArray, FloatArray]:  # pragma: no cover - compiled
+    """Butterfly function ``g(k)`` of raw SVI (GJ 2014, eq. 2.1) and its Jacobian ``(n, 5)``;
+    ``g = -1`` with a zero gradient where ``w <= 0``."""
+    n = k.shape[0]
+    g = np.empty(n)
+    dg = np.zeros((n, 5))
+    s2 = sigma * sigma
+    dw = np.empty(5)
+    dw1 = np.empty(5)
+    dw2 = np.empty(5)
+    for i in range(n):
+        kk = k[i]
+        z = kk - m
+        r = math.sqrt(z * z + s2)
+        r3 = r * r * r
+        r5 = r3 * r * r
+        w = a + b * (rho * z + r)
+        if not w > 0.0:
+            g[i] = -1.0
+            continue
+        w1 = b * (rho + z / r)
+        w2 = b * s2 / r3
+        dw[0] = 1.0
+        dw[1] = rho * z + r
+        dw[2] = b * z
+        dw[3] = -b * (rho + z / r)
+        dw[4] = b * sigma / r
+        dw1[0] = 0.0
+        dw1[1] = rho + z / r
+        dw1[2] = b
+        dw1[3] = -b * s2 / r3
+        dw1[4] = -b * z * sigma / r3
+        dw2[0] = 0.0
+        dw2[1] = s2 / r3
+        dw2[2] = 0.0
+        dw2[3] = 3.0 * b * s2 * z / r5
+        dw2[4] = b * (2.0 * sigma / r3 - 3.0 * sigma * s2 / r5)
+        e = 1.0 - kk * w1 / (2.0 * w)
+        g[i] = e * e - w1 * w1 / 4.0 * (1.0 / w + 0.25) + w2 / 2.0
+        c1 = w1 / 2.0 * (1.0 / w + 0.25)
+        c2 = w1 * w1 / (4.0 * w * w)
+        for j in range(5):
+            de = -kk / 2.0 * (dw1[j] / w - w1 / (w * w) * dw[j])
+            dg[i, j] = 2.0 * e * de - c1 * dw1[j] + c2 * dw[j] + 0.5 * dw2[j]
+    return g, dg

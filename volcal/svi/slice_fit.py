@@ -4,17 +4,20 @@ Method
 ------
 1. **Quasi-explicit search** (Zeliade Systems 2009). For fixed ``(m, sigma)`` the smile is
    linear in ``(a, u, v)`` (see :mod:`volcal.svi._kernels`) and the bid/ask-aware objective in
-   total variance is minimised exactly over Zeliade's box (``0 <= a <= max w``) tightened by
-   Lee's bound ``b (1 +- rho) <= 2``. The outer problem in ``(m, ln sigma)`` is solved by a
-   grid scan followed by SciPy's bounded Nelder-Mead on the exact implied-vol objective.
+   total variance is minimised exactly over a box (``-2 sigma <= a <= max w_ask``,
+   ``u, v <= 2 sigma`` from Lee's bound ``b (1 +- rho) <= 2``). The outer problem in
+   ``(m, ln sigma)`` is solved by a grid scan and a compiled Nelder-Mead on the exact
+   implied-vol objective.
 2. **Constrained polish.** The conditions of no static arbitrage are constraints of the
-   problem: ``g(k) >= g_margin`` (Gatheral & Jacquier 2014, eq. 2.1) and ``w(k) > 0`` on the
-   grid of :func:`volcal.svi.grids.slice_grid`, Lee's wing bound, and, given a neighbouring
-   expiry's smile, ``w_lower(k) <= w(k) <= w_upper(k)`` on the union of the grids with wing
-   slopes ordered the same way (no calendar spread arbitrage, also as ``|k| -> inf``). When the
-   quasi-explicit optimum satisfies them it is the constrained optimum; otherwise SciPy's
-   SLSQP minimises the same objective over all five raw parameters under these constraints,
-   from the quasi-explicit optimum (then from fallback starts).
+   problem: ``g(k) >= g_margin`` (Gatheral & Jacquier 2014, eq. 2.1) on an active set of
+   points grown by the exchange method against the dense check grid of
+   :mod:`volcal.svi.grids`, the analytic minimum variance ``a + b sigma sqrt(1 - rho**2) >=
+   w_floor theta`` (so ``w > 0`` everywhere), Lee's wing bound, and, given a neighbouring
+   expiry's smile, ``w_lower(k) <= w(k) <= w_upper(k)`` on a grid with wing slopes ordered the
+   same way. When the quasi-explicit optimum satisfies them it is returned; otherwise SciPy's
+   SLSQP minimises the same objective in wing-slope coordinates
+   ``(a, b (1 - rho), b (1 + rho), m, ln sigma)`` under these constraints, from the
+   quasi-explicit optimum (then from fallback starts).
 
 Objective (implied vol, decimal)::
 
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -77,15 +81,15 @@ class SviSliceSettings:
         objective (True), or only those whose quasi-explicit optimum violates a constraint.
     """
 
-    mid_weight: float = 0.1
-    band_shrink: float = 0.2
+    mid_weight: float = 0.01
+    band_shrink: float = 0.3
     g_margin: float = 1e-4
     w_floor: float = 1e-3
     uv_floor: float = 1e-4
     grid_m: int = 9
     grid_sigma: int = 7
     maxiter: int = 400
-    polish_maxiter: int = 150
+    polish_maxiter: int = 300
     polish: bool = False
 
 
@@ -130,12 +134,6 @@ def _raw_from_auv(a: float, u: float, v: float, m: float, sigma: float) -> SviRa
     return SviRaw(a=a, b=b, rho=rho, m=m, sigma=sigma)
 
 
-def _w(x: FloatArray, k: FloatArray) -> FloatArray:
-    a, b, rho, m, sigma = x
-    z = k - m
-    return np.asarray(a + b * (rho * z + np.sqrt(z * z + sigma * sigma)))
-
-
 def _svi_parts(
     x: FloatArray, k: FloatArray
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
@@ -169,22 +167,11 @@ def _g_and_jac(
     x: FloatArray, k: FloatArray
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """``(g, dg/dx, w, dw/dx)`` on ``k``; ``g = -1`` (gradient 0) where ``w <= 0``, so that a
-    constraint sees a violation rather than NaN."""
-    w, w1, w2, dw, dw1, dw2 = _svi_parts(x, k)
-    pos = w > 0
-    ws = np.where(pos, w, 1.0)
-    e = 1.0 - k * w1 / (2.0 * ws)
-    g = e * e - w1 * w1 / 4.0 * (1.0 / ws + 0.25) + w2 / 2.0
-    kk = k[:, None]
-    de = -kk / 2.0 * (dw1 / ws[:, None] - (w1 / ws**2)[:, None] * dw)
-    dg = (
-        2.0 * e[:, None] * de
-        - (w1 / 2.0 * (1.0 / ws + 0.25))[:, None] * dw1
-        + (w1 * w1 / (4.0 * ws**2))[:, None] * dw
-        + 0.5 * dw2
-    )
-    g = np.where(pos, g, -1.0)
-    dg = np.where(pos[:, None], dg, 0.0)
+    constraint sees a violation rather than NaN (compiled kernels of :mod:`._kernels`)."""
+    kk = np.ascontiguousarray(k, dtype=float)
+    a, b, rho, m, sigma = (float(v) for v in x)
+    g, dg = _kernels.svi_g_jac(a, b, rho, m, sigma, kk)
+    w, dw = _kernels.svi_w_jac(a, b, rho, m, sigma, kk)
     return g, dg, w, dw
 
 
@@ -247,7 +234,8 @@ class _SliceProblem:
     def residuals(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Residuals ``r`` with ``loss = r @ r`` and their Jacobian ``(2 n, 5)``:
         ``sqrt(weight2) dist(sigma, band)`` and ``sqrt(weight2) lam (sigma - mid)``."""
-        w, _, _, dw, _, _ = _svi_parts(x, self.k)
+        a, b, rho, m, sigma = (float(v) for v in x)
+        w, dw = _kernels.svi_w_jac(a, b, rho, m, sigma, self.k)
         t = self.data.t
         sig = np.sqrt(np.maximum(w, 0.0) / t)
         below, above = sig < self.vb, sig > self.va
@@ -304,17 +292,8 @@ class _SliceProblem:
         """The arbitrage report's dense grid (``CHECK_SIZES``) for this slice."""
         return slice_grid(self.k_lo, self.k_hi, self.theta, m, sigma, sizes=CHECK_SIZES)
 
-    def constraints(self, x: FloatArray, grid: FloatArray) -> FloatArray:
-        return self._constraints(x, grid)[0]
-
-    def constraints_jac(self, x: FloatArray, grid: FloatArray) -> FloatArray:
-        return self._constraints(x, grid)[1]
-
     def active_constraints(self, x: FloatArray, pts: FloatArray) -> FloatArray:
         return self._active(x, pts)[0]
-
-    def active_constraints_jac(self, x: FloatArray, pts: FloatArray) -> FloatArray:
-        return self._active(x, pts)[1]
 
     def _active(self, x: FloatArray, pts: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Constraints on the active points ``pts`` only: ``g(k) >= g_margin`` there, the
@@ -332,20 +311,22 @@ class _SliceProblem:
         jac = np.concatenate([dg, dwmin[None, :], -dslopes], axis=0)
         return vals, jac
 
-    def _constraints(self, x: FloatArray, grid: FloatArray) -> tuple[FloatArray, FloatArray]:
-        s = self.settings
+    def calendar(self, x: FloatArray, grid: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Calendar constraints against the neighbouring smiles only (values, Jacobian):
+        ``+-(w - w_p)/theta >= 0`` on ``grid`` and the wing slopes ordered the same way."""
         _, b, rho, _, _ = x
-        g, dg, w, dw = _g_and_jac(x, grid)
+        w, dw = _svi_parts(x, grid)[0], _svi_parts(x, grid)[3]
         slopes = np.array([b * (1.0 - rho), b * (1.0 + rho)])
         dslopes = np.array([[0.0, 1.0 - rho, -b, 0.0, 0.0], [0.0, 1.0 + rho, b, 0.0, 0.0]])
-        vals = [g - s.g_margin, w / self.theta - s.w_floor, 2.0 - slopes]
-        jacs = [dg, dw / self.theta, -dslopes]
+        vals: list[FloatArray] = []
+        jacs: list[FloatArray] = []
         for p, sign in self.neighbours:
-            # sign = +1: p is shorter, w >= w_p; sign = -1: p is longer, w <= w_p
             vals.append(sign * (w - p.total_variance(grid)) / self.theta)
             jacs.append(sign * dw / self.theta)
             vals.append(sign * (slopes - np.array(p.wing_slopes)))
             jacs.append(sign * dslopes)
+        if not vals:
+            return np.empty(0), np.empty((0, 5))
         return np.concatenate(vals), np.concatenate(jacs, axis=0)
 
 
@@ -421,9 +402,10 @@ def fit_svi_slice(
     converged = nit < s.maxiter
     dense = prob.dense_grid(m_opt, sigma_opt)
     cmin = float(np.min(prob.active_constraints(x0, np.empty(0))))
-    ok = cmin >= 0.0 and bool(np.all(_g_and_jac(x0, dense)[0] >= 0.0))
+    g_min = float(np.min(_g_refined(x0, dense)[1]))
+    ok = cmin >= 0.0 and g_min >= 0.0
     if ok and prob.neighbours:
-        ok = float(np.min(prob.constraints(x0, prob.grid(m_opt, sigma_opt)))) >= 0.0
+        ok = float(np.min(prob.calendar(x0, prob.grid(m_opt, sigma_opt))[0])) >= 0.0
     if not s.polish and ok:
         return SliceFitResult(
             params=qe_params,
@@ -433,7 +415,7 @@ def fit_svi_slice(
             nfev=nfev,
             message="quasi-explicit optimum satisfies the constraints",
             method="quasi-explicit",
-            constraint_min=min(cmin, float(np.min(_g_and_jac(x0, dense)[0]))),
+            constraint_min=min(cmin, g_min),
         )
     return _polish(prob, x0, ok and converged, iterations, nfev)
 
@@ -458,6 +440,34 @@ def _dx_dz(z: FloatArray) -> FloatArray:
     out[3, 3] = 1.0
     out[4, 4] = math.exp(ls)
     return out
+
+
+def _g_refined(x: FloatArray, dense: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``g`` on the dense grid plus refined local minima: around every discrete local minimum
+    of ``g`` below 0.05 two nested sub-grids (33 points each, spacing / 16 then / 256) locate
+    a dip narrower than the grid. Returns ``(k, g)`` of the dense grid and the added points."""
+    a, b, rho, m, sigma = (float(v) for v in x)
+    kk = np.ascontiguousarray(dense, dtype=float)
+    g = _kernels.svi_g_jac(a, b, rho, m, sigma, kk)[0]
+    n = g.size
+    if n < 3:
+        return kk, g
+    inner = np.flatnonzero((g[1:-1] <= g[:-2]) & (g[1:-1] <= g[2:])) + 1
+    cand = inner[g[inner] < 0.05]
+    if cand.size == 0:
+        return kk, g
+    ks, gs = [kk], [g]
+    lo, hi = kk[cand - 1], kk[cand + 1]
+    for _level in range(2):
+        sub = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, 33)[None, :]
+        gsub = _kernels.svi_g_jac(a, b, rho, m, sigma, np.ascontiguousarray(sub.ravel()))[0]
+        gsub = gsub.reshape(sub.shape)
+        ks.append(sub.ravel())
+        gs.append(gsub.ravel())
+        j = np.clip(np.argmin(gsub, axis=1), 1, 31)
+        rows = np.arange(sub.shape[0])
+        lo, hi = sub[rows, j - 1], sub[rows, j + 1]
+    return np.concatenate(ks), np.concatenate(gs)
 
 
 def _active_points(g: FloatArray, k: FloatArray, margin: float, limit: int = 12) -> FloatArray:
@@ -530,20 +540,37 @@ def _polish(
     starts.append(np.clip(flat, lower, upper))
 
     def feasible(x: FloatArray) -> tuple[bool, FloatArray, FloatArray]:
-        dense = prob.dense_grid(float(x[3]), float(x[4]))
-        g_dense = _g_and_jac(x, dense)[0]
+        dense, g_dense = _g_refined(x, prob.dense_grid(float(x[3]), float(x[4])))
+        order = np.argsort(dense)
+        dense, g_dense = dense[order], g_dense[order]
         ok = float(np.min(prob.active_constraints(x, np.empty(0)))) >= -1e-12
         ok = ok and bool(np.all(g_dense >= 0.0))
         if ok and prob.neighbours:
             grid = prob.grid(float(x[3]), float(x[4]))
-            ok = float(np.min(prob.constraints(x, grid))) >= -1e-9
+            ok = float(np.min(prob.calendar(x, grid)[0])) >= -1e-9
         return ok, dense, g_dense
 
+    memo: dict[str, tuple[bytes, Any]] = {}
+
+    def cached(key: str, z: FloatArray, fn: Any) -> Any:
+        # SLSQP asks for values and derivatives at the same point in separate calls
+        tag = z.tobytes()
+        hit = memo.get(key)
+        if hit is not None and hit[0] == tag:
+            return hit[1]
+        val = fn(z)
+        memo[key] = (tag, val)
+        return val
+
+    def _loss_and_grad(z: FloatArray) -> tuple[float, FloatArray]:
+        r, jac = prob.residuals(_x_of_z(z))
+        return float(r @ r), np.asarray(2.0 * (r @ jac) @ _dx_dz(z))
+
     def loss(z: FloatArray) -> float:
-        return prob.loss(_x_of_z(z))
+        return float(cached("loss", z, _loss_and_grad)[0])
 
     def loss_grad(z: FloatArray) -> FloatArray:
-        return np.asarray(prob.loss_grad(_x_of_z(z)) @ _dx_dz(z))
+        return np.asarray(cached("loss", z, _loss_and_grad)[1])
 
     zbounds = list(zip(lower, upper, strict=True))
     f_scale = max(prob.loss(x_qe), 1e-12)
@@ -558,15 +585,20 @@ def _polish(
         for _round in range(6):
             grid = prob.grid(float(x[3]), float(x[4])) if prob.neighbours else None
 
-            def cons(
+            def cons_eval(
                 zz: FloatArray, pts: FloatArray = pts, grid: FloatArray | None = grid
             ) -> tuple[FloatArray, FloatArray]:
                 xx = _x_of_z(zz)
                 c, jc = prob._active(xx, pts)
                 if grid is not None:
-                    c2, jc2 = prob._constraints(xx, grid)
+                    c2, jc2 = prob.calendar(xx, grid)
                     c, jc = np.concatenate([c, c2]), np.concatenate([jc, jc2], axis=0)
                 return c, jc @ _dx_dz(zz)
+
+            memo.pop("cons", None)
+
+            def cons(zz: FloatArray, cons_eval: Any = cons_eval) -> tuple[FloatArray, FloatArray]:
+                return cached("cons", zz, cons_eval)
 
             res = minimize(
                 loss,
@@ -610,7 +642,7 @@ def _polish(
     dense = prob.dense_grid(float(x[3]), float(x[4]))
     cmin = min(
         float(np.min(prob.active_constraints(x, np.empty(0)))),
-        float(np.min(_g_and_jac(x, dense)[0])),
+        float(np.min(_g_refined(x, dense)[1])),
     )
     a, b, rho, m, sigma = (float(v) for v in x)
     return SliceFitResult(

@@ -144,9 +144,9 @@ class SsviSlice:
     @property
     def butterfly_free(self) -> bool:
         """GJ (2014) Theorem 4.2: ``psi (1 + |rho|) < 4`` and ``psi**2 (1 + |rho|) <= 4 theta``
-        (sufficient for ``g >= 0``)."""
+        (sufficient for ``g >= 0``), the second to a relative round-off of ``1e-12``."""
         q = 1.0 + abs(self.rho)
-        return self.psi * q < 4.0 and self.psi * self.psi * q <= 4.0 * self.theta
+        return self.psi * q < 4.0 and self.psi * self.psi * q <= 4.0 * self.theta * (1.0 + 1e-12)
 
     def to_raw(self) -> SviRaw:
         """The same smile as raw SVI (GJ 2014, section 4)::

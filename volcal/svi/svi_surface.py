@@ -22,7 +22,8 @@ Butterfly-freeness away from the expiries is not guaranteed by these rules; the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +53,7 @@ class SviSurface(SmileSurface):
     t: tuple[float, ...]
     params: tuple[SviRaw, ...]
     forward_curve: ForwardCurve
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.t) != len(self.params) or not self.params:
@@ -93,15 +95,31 @@ class SviSurface(SmileSurface):
         return hash((self.t, self.params, self.forward_curve))
 
     def envelope(self, k: FloatArray, i: int) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """``(W_i, W_i', W_i'')`` of the running envelope at expiry index ``i``."""
-        w, w1, w2 = self.params[0].derivatives(k)
-        for j in range(1, i + 1):
-            wj, w1j, w2j = self.params[j].derivatives(k)
+        """``(W_i, W_i', W_i'')`` of the running envelope at expiry index ``i``.
+
+        The envelopes of all expiries on the last ``k`` array seen are kept (the arbitrage
+        report evaluates the surface many times on one grid); the values do not depend on it.
+        """
+        kk = np.asarray(k, dtype=float)
+        key = (kk.shape, kk.tobytes())
+        cached: Any = self._cache.get("envelope")
+        if cached is not None and cached[0] == key:
+            hit: tuple[FloatArray, FloatArray, FloatArray] = cached[1][i]
+            return hit
+        big = kk.size >= 256
+        out = []
+        w, w1, w2 = self.params[0].derivatives(kk)
+        out.append((w, w1, w2))
+        for j in range(1, len(self.params) if big else i + 1):
+            wj, w1j, w2j = self.params[j].derivatives(kk)
             take = wj > w
             w = np.where(take, wj, w)
             w1 = np.where(take, w1j, w1)
             w2 = np.where(take, w2j, w2)
-        return w, w1, w2
+            out.append((w, w1, w2))
+        if big:
+            self._cache["envelope"] = (key, out)
+        return out[i]
 
     def derivatives(
         self, k: npt.ArrayLike, t: npt.ArrayLike
