@@ -712,11 +712,16 @@ class HestonCalibrator:
         problem: _Problem | None = None,
     ) -> HestonFit:
         q = quotes
-        if problem is not None and used.all():
-            # every quote was fitted: the problem's pricer (held rules / QuantLib objects)
-            # prices them all
+        if self.engine == "fast":
+            # a fresh quadrature rule, not the optimiser's held one: the reported prices depend
+            # on the parameters only, so fix(params) reproduces them exactly
+            price = np.asarray(
+                heston_price(params, q.forward, q.strike, q.t, q.call, q.discount)
+            ).ravel()
+        elif problem is not None and used.all():
+            # every quote was fitted: the problem's QuantLib objects price them all
             price = problem.prices(params, want_jac=False)[0]
-        elif self.engine == "quantlib":
+        else:
             pricer = QuantLibHestonPricer(
                 q.forward,
                 q.strike,
@@ -727,10 +732,6 @@ class HestonCalibrator:
                 engine_options=dict(self.ql_engine_options or {}),
             )
             price = np.asarray(pricer.price(params)).ravel()
-        else:
-            price = np.asarray(
-                heston_price(params, q.forward, q.strike, q.t, q.call, q.discount)
-            ).ravel()
         model_iv = np.asarray(implied_vol(price, q.forward, q.strike, q.t, q.call, q.discount))
         residuals = model_iv - q.iv if self.objective == "iv" else price - q.price
         err = (model_iv - q.iv)[used]
