@@ -107,7 +107,12 @@ if TYPE_CHECKING:
     )
     from volcal.svi import (
         ArbitrageReport,
+        EssviSurface,
         OptimizerReport,
+        RepairReport,
+        SsviParams,
+        SsviSettings,
+        SsviSurface,
         SurfaceFit,
         SviJW,
         SviRaw,
@@ -116,6 +121,7 @@ if TYPE_CHECKING:
         butterfly_g,
         fit_svi,
         fit_svi_slice,
+        repair_quotes,
     )
     from volcal.svi.essvi import (
         fit_essvi,
@@ -127,6 +133,12 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY: dict[str, str] = {
+    "EssviSurface": "volcal.svi",
+    "RepairReport": "volcal.svi",
+    "SsviParams": "volcal.svi",
+    "SsviSettings": "volcal.svi",
+    "SsviSurface": "volcal.svi",
+    "repair_quotes": "volcal.svi",
     "MarginParams": "volcal.risk",
     "MarginReport": "volcal.risk",
     "MarkSurface": "volcal.risk",
@@ -198,6 +210,7 @@ __all__ = [
     "ConfigError",
     "ConvergenceWarning",
     "DataQualityWarning",
+    "EssviSurface",
     "FetchError",
     "ForwardCurve",
     "HestonCalibrator",
@@ -218,9 +231,13 @@ __all__ = [
     "PriceAboveMaximumError",
     "PriceBelowIntrinsicError",
     "QuoteFilters",
+    "RepairReport",
     "ReplayError",
     "RetryPolicy",
     "SmileDynamics",
+    "SsviParams",
+    "SsviSettings",
+    "SsviSurface",
     "Store",
     "StoreError",
     "SurfaceFit",
@@ -260,6 +277,7 @@ __all__ = [
     "load_snapshot",
     "margin",
     "read_tape",
+    "repair_quotes",
     "replay",
     "run_job",
     "write_report",
