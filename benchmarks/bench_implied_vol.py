@@ -115,7 +115,7 @@ def run_set(
         if np.isnan(err[inf]).any():
             max_err = float("nan")
         fails = int(bad.sum())
-        scale = args.n / n
+        scale = price.size / n
         fails_s = f"{fails}" if scale == 1 else f"~{fails * scale:.0f}"
         print(
             f"{kind:<7} {name:<36} {n:>9} {seconds / n * 1e6:>10.3f} {max_err:>12.2e} {fails_s:>9}"
