@@ -25,7 +25,7 @@ source = "replay"
 replay = ["tapes/a.jsonl.gz"]
 
 [fit]
-weights = "spread"
+weights = "vega"
 min_t_days = 1.5
 min_quotes = 8
 heston_engine = "quantlib"
@@ -64,7 +64,7 @@ def test_full_file_is_read_normalised_and_paths_resolved(tmp_path: Path) -> None
     assert cfg.store_path == tmp_path.resolve() / "hist" / "volcal.duckdb"
     assert cfg.report is False and cfg.strict is True
     assert cfg.input.replay == (str(tmp_path.resolve() / "tapes" / "a.jsonl.gz"),)
-    assert cfg.fit.weights == "spread" and cfg.fit.min_quotes == 8
+    assert cfg.fit.weights == "vega" and cfg.fit.min_quotes == 8
     assert cfg.fit.heston_engine == "quantlib"
     assert cfg.margin.confidence == 0.975 and cfg.margin.horizon_days == 2.0
     assert cfg.portfolios == (("desk", str(tmp_path.resolve() / "books" / "desk.csv")),)

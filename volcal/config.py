@@ -20,7 +20,7 @@ does with no configuration)::
     at = ""                          # UTC instant to pick from the snapshot (default: latest)
 
     [fit]
-    weights = "vega_spread"          # vega_spread, spread, vega or uniform
+    weights = "vega_spread"          # vega_spread, vega or uniform
     min_t_days = 2.0                 # expiries closer than this are not fitted
     min_quotes = 6                   # usable quotes an expiry needs to be fitted
     heston_engine = "fast"           # fast or quantlib
@@ -64,7 +64,7 @@ __all__ = [
 
 KNOWN_MODELS: tuple[str, ...] = ("svi", "ssvi", "essvi", "heston")
 """Model names the job knows, in the order it fits them."""
-WEIGHT_SCHEMES: tuple[str, ...] = ("vega_spread", "spread", "vega", "uniform")
+WEIGHT_SCHEMES: tuple[str, ...] = ("vega_spread", "vega", "uniform")
 """Quote weighting schemes a fit may be asked for (passed to fits that accept ``weights``)."""
 SOURCES: tuple[str, ...] = ("tapes", "replay", "snapshot", "live")
 HESTON_ENGINES: tuple[str, ...] = ("fast", "quantlib")

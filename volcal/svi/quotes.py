@@ -5,13 +5,21 @@ puts with ``k < 0`` (``k = ln(K/F)``), with a bid and an ask, both with an impli
 passed the chain's filters (``filter_reason == ""``). Every other quote is kept, with the reason
 it was left out in the column ``excluded_reason``.
 
-Weights (quote quality). A quote's implied-vol band ``[iv_bid, iv_ask]`` has width
-``Δσ ≈ (ask - bid) / vega``, so ``1/Δσ = vega / (ask - bid)``: the weight
+Weights (quote quality), per unit of implied vol, chosen by ``weights=``:
 
-    W_i = 1 / max(iv_ask_i - iv_bid_i, spread_floor)
+* ``"vega_spread"`` (default). A quote's implied-vol band ``[iv_bid, iv_ask]`` has width
+  ``Δσ ≈ (ask - bid) / vega``, so ``1/Δσ = vega / (ask - bid)``: the weight
 
-is large for liquid, high-vega quotes and small for wide or low-vega wing quotes. Residuals
-are measured in units of the quote's own spread, ``W_i dist(σ_i, [iv_bid_i, iv_ask_i])``.
+      W_i = 1 / max(iv_ask_i - iv_bid_i, spread_floor)
+
+  is large for liquid, high-vega quotes and small for wide or low-vega wing quotes; residuals
+  are measured in units of the quote's own spread, ``W_i dist(σ_i, [iv_bid_i, iv_ask_i])``.
+* ``"vega"``: ``W_i = (vega_i / max_j vega_j) / spread_floor`` over the quotes of the same
+  expiry (Black vega at the mid vol): vol errors scaled to price errors, spreads ignored.
+* ``"uniform"``: ``W_i = 1 / spread_floor``: every quote's vol error counts the same.
+
+The scale ``1/spread_floor`` makes the three comparable (a quote at the floor spread has the
+same weight under all of them); the fits are invariant to a common factor.
 """
 
 from __future__ import annotations
@@ -23,14 +31,17 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from volcal.errors import ChainValidationError
+from volcal.errors import ChainValidationError, ParameterError
 from volcal.implied import implied_vol
 
-__all__ = ["SliceQuotes", "quotes_frame", "select_quotes", "slices_from_quotes"]
+__all__ = ["WEIGHT_SCHEMES", "SliceQuotes", "quotes_frame", "select_quotes", "slices_from_quotes"]
 
 FloatArray = npt.NDArray[np.float64]
 
 REQUIRED_COLUMNS = ("expiry", "t", "strike", "call", "forward", "k", "iv_bid", "iv_ask")
+
+WEIGHT_SCHEMES: tuple[str, ...] = ("vega_spread", "vega", "uniform")
+"""Quote weighting schemes of :func:`select_quotes` (see the module docstring)."""
 
 
 def quotes_frame(chain: Any) -> pd.DataFrame:
@@ -97,6 +108,7 @@ def select_quotes(
     min_t: float = 2.0 / 365.0,
     min_quotes: int = 6,
     spread_floor: float = 0.005,
+    weights: str = "vega_spread",
 ) -> pd.DataFrame:
     """Mark which quotes the surface is fitted to, and why the others are not.
 
@@ -110,13 +122,24 @@ def select_quotes(
         Expiries with fewer usable quotes are left out.
     spread_floor:
         Floor on the implied-vol spread in the weights (decimal vol).
+    weights:
+        Weighting scheme, one of :data:`WEIGHT_SCHEMES` (module docstring).
 
     Returns
     -------
     DataFrame
         A copy of ``quotes`` with columns ``iv_mid`` (vol of the mid premium), ``weight``,
         ``used`` (bool) and ``excluded_reason`` ("" when used).
+
+    Raises
+    ------
+    ParameterError
+        Unknown ``weights`` scheme or a non-positive ``spread_floor``.
     """
+    if weights not in WEIGHT_SCHEMES:
+        raise ParameterError(f"weights must be one of {', '.join(WEIGHT_SCHEMES)}, got {weights!r}")
+    if not spread_floor > 0.0:
+        raise ParameterError(f"spread_floor must be positive, got {spread_floor!r}")
     df = quotes.copy()
     n = len(df)
     reason = np.full(n, "", dtype=object)
@@ -167,10 +190,36 @@ def select_quotes(
         mark(few & (counts == c), f"expiry has {int(c)} < {min_quotes} two-sided OTM quotes")
     used = reason == ""
     df["iv_mid"] = iv_mid
-    df["weight"] = np.where(used, 1.0 / np.maximum(iva - ivb, spread_floor), np.nan)
+    df["weight"] = np.where(used, _weights(df, used, weights, spread_floor), np.nan)
     df["used"] = used
     df["excluded_reason"] = reason.astype(str)
     return df
+
+
+def _weights(
+    df: pd.DataFrame, used: npt.NDArray[np.bool_], scheme: str, spread_floor: float
+) -> FloatArray:
+    """Quote weights ``W_i`` of ``scheme`` (module docstring); meaningful where ``used``."""
+    n = len(df)
+    if scheme == "uniform":
+        return np.full(n, 1.0 / spread_floor)
+    if scheme == "vega_spread":
+        spread = df["iv_ask"].to_numpy(dtype=float) - df["iv_bid"].to_numpy(dtype=float)
+        return 1.0 / np.maximum(spread, spread_floor)
+    # "vega": Black vega per unit forward, sqrt(t) phi(d1), at the mid vol, scaled per expiry.
+    t = df["t"].to_numpy(dtype=float)
+    k = df["k"].to_numpy(dtype=float)
+    sig = df["iv_mid"].to_numpy(dtype=float)
+    out = np.zeros(n)
+    with np.errstate(all="ignore"):
+        st = sig * np.sqrt(t)
+        d1 = -k / st + 0.5 * st
+        vega = np.sqrt(t) * np.exp(-0.5 * d1 * d1)  # sqrt(2 pi) vega / F
+    vega = np.where(used & np.isfinite(vega), vega, 0.0)
+    expiry = df["expiry"].to_numpy()
+    top = pd.Series(vega).groupby(expiry).transform("max").to_numpy()
+    np.divide(vega, top, out=out, where=top > 0)
+    return out / spread_floor
 
 
 def slices_from_quotes(selected: pd.DataFrame) -> list[SliceQuotes]:
