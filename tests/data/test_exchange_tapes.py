@@ -109,6 +109,7 @@ def test_okx_hand_computed(tapes: Path) -> None:
     assert c["contract_size"] == pytest.approx(0.01)  # ctVal 1 x ctMult 0.01
     assert (c["bid_size"], c["ask_size"]) == (25.0, 30.0)
     assert (c["exchange_iv_bid"], c["exchange_iv_ask"], c["exchange_iv_mark"]) == (0.48, 0.55, 0.52)
+    assert c["exchange_delta"] == 0.55  # deltaBS, not OKX's coin-denominated delta (0.5)
     p = row(f, "BTC-USD-260327-90000-P")
     assert not p["call"] and math.isnan(p["bid_coin"]) and p["ask_coin"] == 0.0605
     assert math.isnan(p["exchange_iv_bid"])  # bidVol "0" = none
@@ -136,6 +137,7 @@ def test_bybit_hand_computed(tapes: Path) -> None:
     assert c["call"] and (c["bid_usd"], c["ask_usd"], c["mark_usd"]) == (5305.0, 5390.0, 5350.0)
     assert c["forward"] == c["usd_per_coin"] == 85110.0
     assert c["index_price"] == 84990.5 and c["contract_size"] == 1.0
+    assert c["exchange_delta"] == 0.55
     p = row(f, "BTC-27MAR26-90000-P")
     assert not p["call"]
     assert math.isnan(p["bid_usd"]) and p["bid_size"] == 0.0  # bid1Price "0", bid1Size "0"

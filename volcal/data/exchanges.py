@@ -330,6 +330,40 @@ def _positive_or_nan(x: float) -> float:
     return x if x > 0 else math.nan
 
 
+_GREEKS = ("delta", "gamma", "vega", "theta")
+_NO_QUOTE_AT_ZERO = frozenset({"exchange_iv_bid", "exchange_iv_ask"})
+
+
+def _unified_greeks(g: Mapping[str, Any], *, greeks: bool) -> dict[str, Any]:
+    """ccxt's unified IVs (and, with ``greeks``, its delta/gamma/vega/theta) of a greeks
+    structure, keyed by our column names, for :func:`_fields`."""
+    out = {
+        "exchange_iv_mark": g.get("markImpliedVolatility"),
+        "exchange_iv_bid": g.get("bidImpliedVolatility"),
+        "exchange_iv_ask": g.get("askImpliedVolatility"),
+    }
+    if greeks:
+        out.update({f"exchange_{name}": g.get(name) for name in _GREEKS})
+    return out
+
+
+def _fields(
+    info: Mapping[str, Any],
+    keys: Mapping[str, str],
+    instrument: str,
+    problems: _Problems,
+    unified: Mapping[str, Any] | None = None,
+) -> dict[str, float]:
+    """Columns from raw exchange fields: ``keys`` maps a column to its field in ``info``;
+    ccxt's unified value ``unified[column]`` wins where it has one (:func:`_pick`). A bid or
+    ask IV of 0 means no quote and becomes NaN."""
+    out = {}
+    for col, key in keys.items():
+        value = _pick((unified or {}).get(col), info, key, instrument, problems)
+        out[col] = _positive_or_nan(value) if col in _NO_QUOTE_AT_ZERO else value
+    return out
+
+
 def _option_markets(ex: Any, currency: str) -> dict[str, dict[str, Any]]:
     """The loaded option markets of ``currency``, keyed by unified symbol."""
     cur = currency.upper()
@@ -539,6 +573,24 @@ def _deribit_plan(ex: Any, cur: str) -> Plan:
     return rows
 
 
+_OKX_FIELDS = {
+    "exchange_iv_mark": "markVol",
+    "exchange_iv_bid": "bidVol",
+    "exchange_iv_ask": "askVol",
+} | {f"exchange_{name}": f"{name}BS" for name in _GREEKS}
+_BYBIT_FIELDS = {
+    "exchange_iv_mark": "markIv",
+    "exchange_iv_bid": "bid1Iv",
+    "exchange_iv_ask": "ask1Iv",
+} | {f"exchange_{name}": name for name in _GREEKS}
+_BINANCE_FIELDS = {
+    "exchange_iv_mark": "markIV",
+    "exchange_iv_bid": "bidIV",
+    "exchange_iv_ask": "askIV",
+} | {f"exchange_{name}": name for name in _GREEKS}
+"""Raw fields of each exchange's IVs and Black-Scholes greeks, by column."""
+
+
 def _okx_plan(ex: Any, cur: str) -> Plan:
     uly = f"{cur}-USD"
     yield _Call("load_markets", phase="markets")
@@ -582,20 +634,9 @@ def _okx_plan(ex: Any, cur: str) -> Plan:
             discount=1.0,
             bid_size=_num(info.get("bidSz"), inst, "bidSz", problems),
             ask_size=_num(info.get("askSz"), inst, "askSz", problems),
-            exchange_iv_mark=_pick(
-                g.get("markImpliedVolatility"), ginfo, "markVol", inst, problems
-            ),
-            exchange_iv_bid=_positive_or_nan(
-                _pick(g.get("bidImpliedVolatility"), ginfo, "bidVol", inst, problems)
-            ),
-            exchange_iv_ask=_positive_or_nan(
-                _pick(g.get("askImpliedVolatility"), ginfo, "askVol", inst, problems)
-            ),
-            exchange_delta=_num(ginfo.get("deltaBS"), inst, "deltaBS", problems),
-            exchange_gamma=_num(ginfo.get("gammaBS"), inst, "gammaBS", problems),
-            exchange_vega=_num(ginfo.get("vegaBS"), inst, "vegaBS", problems),
-            exchange_theta=_num(ginfo.get("thetaBS"), inst, "thetaBS", problems),
         )
+        # ccxt's unified OKX delta/gamma/... are the coin-denominated ("PA") greeks: keep BS ones
+        row.update(_fields(ginfo, _OKX_FIELDS, inst, problems, _unified_greeks(g, greeks=False)))
         rows.append(row)
     problems.raise_if_any(ex.id, cur)
     return rows
@@ -627,14 +668,9 @@ def _bybit_plan(ex: Any, cur: str) -> Plan:
             ask_size=ask_size,
             open_interest=_pick(opt.get("openInterest"), info, "openInterest", inst, problems),
             index_price=_num(info.get("indexPrice"), inst, "indexPrice", problems),
-            exchange_iv_mark=_pick(opt.get("impliedVolatility"), info, "markIv", inst, problems),
-            exchange_iv_bid=_positive_or_nan(_num(info.get("bid1Iv"), inst, "bid1Iv", problems)),
-            exchange_iv_ask=_positive_or_nan(_num(info.get("ask1Iv"), inst, "ask1Iv", problems)),
-            exchange_delta=_num(info.get("delta"), inst, "delta", problems),
-            exchange_gamma=_num(info.get("gamma"), inst, "gamma", problems),
-            exchange_vega=_num(info.get("vega"), inst, "vega", problems),
-            exchange_theta=_num(info.get("theta"), inst, "theta", problems),
         )
+        unified = {"exchange_iv_mark": opt.get("impliedVolatility")}
+        row.update(_fields(info, _BYBIT_FIELDS, inst, problems, unified))
         rows.append(row)
     problems.raise_if_any(ex.id, cur)
     return rows
@@ -665,18 +701,8 @@ def _binance_plan(ex: Any, cur: str) -> Plan:
             forward=math.nan,  # none published: the chain infers forward and discount by parity
             discount=math.nan,
             index_price=index,
-            exchange_iv_mark=_pick(g.get("markImpliedVolatility"), ginfo, "markIV", inst, problems),
-            exchange_iv_bid=_positive_or_nan(
-                _pick(g.get("bidImpliedVolatility"), ginfo, "bidIV", inst, problems)
-            ),
-            exchange_iv_ask=_positive_or_nan(
-                _pick(g.get("askImpliedVolatility"), ginfo, "askIV", inst, problems)
-            ),
-            exchange_delta=_pick(g.get("delta"), ginfo, "delta", inst, problems),
-            exchange_gamma=_pick(g.get("gamma"), ginfo, "gamma", inst, problems),
-            exchange_vega=_pick(g.get("vega"), ginfo, "vega", inst, problems),
-            exchange_theta=_pick(g.get("theta"), ginfo, "theta", inst, problems),
         )
+        row.update(_fields(ginfo, _BINANCE_FIELDS, inst, problems, _unified_greeks(g, greeks=True)))
         rows.append(row)
     problems.raise_if_any(ex.id, cur)
     return rows
