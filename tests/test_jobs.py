@@ -282,3 +282,34 @@ def test_margin_step_records_the_parameters(
     # the calibrated range is smaller: so is the margin of the short strangle
     im = plain.metrics.set_index("metric")["value"]["initial_margin_usd"]
     assert m["initial_margin_usd"] < im
+
+
+def test_heston_like_fit_gets_per_expiry_rmse_and_inside_share() -> None:
+    """One-parameter-set fits (Heston) report rmse/inside per expiry from their quotes."""
+    from types import SimpleNamespace
+
+    from volcal.jobs import _flatten_fit
+
+    e1, e2 = pd.Timestamp("2026-02-27 08:00", tz="UTC"), pd.Timestamp("2026-03-27 08:00", tz="UTC")
+    quotes = pd.DataFrame(
+        {
+            "symbol": ["A", "B", "C", "D"],
+            "expiry": [e1, e1, e2, e2],
+            "iv_bid": [0.50, 0.60, 0.40, 0.45],
+            "iv_ask": [0.52, 0.62, 0.42, 0.47],
+        }
+    )
+    chain = SimpleNamespace(quotes=quotes)
+    fit = SimpleNamespace(
+        params=SimpleNamespace(to_dict=lambda: {"v0": 0.3}),
+        quotes=SimpleNamespace(symbol=("A", "B", "C", "D"), iv=np.array([0.51, 0.61, 0.41, 0.46])),
+        model_iv=np.array([0.51, 0.64, 0.44, 0.46]),  # errors 0, +3, +3 pts, 0
+        used=np.array([True, True, True, False]),
+        rmse_iv=0.0,
+    )
+    diag = _flatten_fit("heston", fit, chain, 0.0).diagnostics  # type: ignore[arg-type]
+    per = diag[diag["expiry"].notna()].set_index(["expiry", "metric"])["value"]
+    assert per[(e1, "rmse_iv")] == pytest.approx(0.03 / np.sqrt(2), rel=1e-12)
+    assert per[(e1, "inside")] == 0.5 and per[(e1, "n_quotes")] == 2
+    assert per[(e2, "rmse_iv")] == pytest.approx(0.03, rel=1e-12)  # D is not used
+    assert per[(e2, "inside")] == 0.0 and per[(e2, "n_quotes")] == 1

@@ -761,6 +761,48 @@ def _numeric(value: Any) -> float | None:
     return None
 
 
+def _per_expiry_from_quotes(fit: Any, chain: OptionChain) -> list[dict[str, Any]]:
+    """``rmse_iv``, ``inside`` and ``n_quotes`` per expiry of a fit with one set of parameters for
+    all expiries (Heston), from its per-quote model vols (``model_iv``, ``quotes.iv``,
+    ``quotes.symbol``, ``used``); ``inside``: share of used quotes whose model vol lies within
+    the chain's ``[iv_bid, iv_ask]``."""
+    q = getattr(fit, "quotes", None)
+    model_iv = getattr(fit, "model_iv", None)
+    used = getattr(fit, "used", None)
+    symbols = getattr(q, "symbol", None)
+    if q is None or model_iv is None or used is None or symbols is None:
+        return []
+    if "symbol" not in chain.quotes:
+        return []
+    by_symbol = chain.quotes.drop_duplicates("symbol").set_index("symbol")
+    frame = pd.DataFrame(
+        {
+            "symbol": list(symbols),
+            "err": np.asarray(model_iv, dtype=np.float64) - np.asarray(q.iv, dtype=np.float64),
+            "model_iv": np.asarray(model_iv, dtype=np.float64),
+            "used": np.asarray(used, dtype=bool),
+        }
+    )
+    frame = frame[frame["used"] & frame["symbol"].isin(by_symbol.index)]
+    if frame.empty:
+        return []
+    chain_rows = by_symbol.loc[frame["symbol"]]
+    frame["expiry"] = chain_rows["expiry"].to_numpy()
+    lo = chain_rows["iv_bid"].to_numpy(dtype=float) if "iv_bid" in chain_rows else np.nan
+    hi = chain_rows["iv_ask"].to_numpy(dtype=float) if "iv_ask" in chain_rows else np.nan
+    frame["inside"] = (frame["model_iv"] >= lo) & (frame["model_iv"] <= hi)
+    rows: list[dict[str, Any]] = []
+    for expiry, grp in frame.groupby("expiry", sort=True):
+        err = grp["err"].to_numpy()
+        when = pd.Timestamp(expiry)  # type: ignore[arg-type]
+        rows.append(
+            {"expiry": when, "metric": "rmse_iv", "value": float(np.sqrt(np.nanmean(err**2)))}
+        )
+        rows.append({"expiry": when, "metric": "inside", "value": float(grp["inside"].mean())})
+        rows.append({"expiry": when, "metric": "n_quotes", "value": float(len(grp))})
+    return rows
+
+
 def _flatten_fit(model: str, fit: Any, chain: OptionChain, min_t: float) -> ModelResult:
     """Plain tables from a fit object (SurfaceFit-like or HestonFit-like, by duck typing)."""
     res = ModelResult(model=model, status="ok", fit=fit)
@@ -778,6 +820,7 @@ def _flatten_fit(model: str, fit: Any, chain: OptionChain, min_t: float) -> Mode
                 key = "metric" if target is diag_rows else "param"
                 target.append({"expiry": expiry, key: str(name), "value": v})
     elif p is not None:
+        diag_rows.extend(_per_expiry_from_quotes(fit, chain))
         plain = (
             p.to_dict()
             if hasattr(p, "to_dict")
