@@ -951,31 +951,35 @@ def market_term(chain: OptionChain) -> pd.DataFrame:
     quotes around the money); ``atm_skew`` the least-squares slope ``d iv / d k`` over the
     (up to) two quotes on each side of ``k = 0`` (NaN without a quote on both sides).
     """
+    from volcal.chain.core import group_positions, otm_marks
+
     table = chain.summary()
-    q = chain.usable().otm().quotes
-    rows = []
-    for r in table.to_dict(orient="records"):
-        s = q[(q["expiry"] == r["expiry"]) & np.isfinite(q["iv_mark"])]
-        k = s["k"].to_numpy(dtype=float)
-        iv = s["iv_mark"].to_numpy(dtype=float)
+    q = chain.quotes
+    codes, expiries = pd.factorize(q["expiry"], sort=True)
+    k_all, iv_all = otm_marks(q, q["filter_reason"].to_numpy() == "")
+    skews = np.full(len(expiries), np.nan)
+    for i, idx in enumerate(group_positions(codes, len(expiries))):
+        k, iv = k_all[idx], iv_all[idx]
+        ok = np.isfinite(k) & np.isfinite(iv)
+        k, iv = k[ok], iv[ok]
         below, above = np.flatnonzero(k < 0), np.flatnonzero(k >= 0)
-        skew = np.nan
         if below.size and above.size:
             pick = np.concatenate(
                 [below[np.argsort(-k[below])][:2], above[np.argsort(k[above])][:2]]
             )
             kk, vv = k[pick], iv[pick]
             if np.ptp(kk) > 0:
-                skew = float(np.polyfit(kk, vv, 1)[0])
-        rows.append(
-            {
-                "expiry": r["expiry"],
-                "t": float(r["t"]),
-                "forward": float(r["forward"]),
-                "atm_vol": float(r["atm_iv_mark"]),
-                "atm_skew": skew,
-            }
-        )
+                skews[i] = float(np.polyfit(kk, vv, 1)[0])
+    rows = [
+        {
+            "expiry": r["expiry"],
+            "t": float(r["t"]),
+            "forward": float(r["forward"]),
+            "atm_vol": float(r["atm_iv_mark"]),
+            "atm_skew": skew,
+        }
+        for r, skew in zip(table.to_dict(orient="records"), skews, strict=True)
+    ]
     return pd.DataFrame(rows, columns=list(TERM_COLUMNS))
 
 

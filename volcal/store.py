@@ -418,10 +418,12 @@ class Store:
     def _write_one(self, run_id: str, snap: SnapshotTables) -> None:
         as_of = _utc_us(snap.as_of)
         key = [snap.exchange, snap.currency, as_of]
-        for table in SNAPSHOT_TABLES:
-            self._con.execute(
-                f"DELETE FROM {table} WHERE exchange = ? AND currency = ? AND as_of = ?", key
-            )
+        where = "WHERE exchange = ? AND currency = ? AND as_of = ?"
+        # every write puts the key into ``snapshots`` in the same transaction as its other
+        # rows, so a key absent there is absent everywhere: skip the scans of the big tables
+        if self._con.execute(f"SELECT 1 FROM snapshots {where} LIMIT 1", key).fetchone():
+            for table in SNAPSHOT_TABLES:
+                self._con.execute(f"DELETE FROM {table} {where}", key)
         head = {
             "exchange": snap.exchange,
             "currency": snap.currency,

@@ -871,29 +871,47 @@ class OptionChain:
         ``atm_iv_mark`` is the mark vol at ``k = 0``, linearly interpolated in ``k`` between the
         usable out-of-the-money quotes around the money (NaN when there are none on one side).
         """
-        rows = []
-        for s in self.slices():
-            q = s.usable().otm().quotes
-            k = q["k"].to_numpy()
-            iv = q["iv_mark"].to_numpy()
-            ok = np.isfinite(iv)
+        q = self.quotes
+        columns = ["expiry", "t", "forward", "forward_source", "discount", "n_quotes"]
+        columns += ["n_usable", "atm_iv_mark"]
+        if len(q) == 0:
+            return pd.DataFrame(columns=columns)
+        codes, expiries = pd.factorize(q["expiry"], sort=True)
+        n = len(expiries)
+        usable = q["filter_reason"].to_numpy() == ""
+        atm = np.full(n, np.nan)
+        t_first, fwd, disc = np.empty(n), np.empty(n), np.empty(n)
+        sources: list[str] = []
+        k_all, iv_all = otm_marks(q, usable)
+        t_all = q["t"].to_numpy(dtype=float)
+        f_all = q["forward"].to_numpy(dtype=float)
+        d_all = q["discount"].to_numpy(dtype=float)
+        src_all = q["forward_source"].to_numpy()
+        for i, idx in enumerate(group_positions(codes, n)):
+            t_first[i] = t_all[idx[0]]
+            fwd[i] = np.median(f_all[idx])
+            disc[i] = np.median(d_all[idx])
+            src = pd.unique(src_all[idx])
+            sources.append(str(src[0]) if len(src) == 1 else "mixed")
+            k, iv = k_all[idx], iv_all[idx]
+            ok = np.isfinite(iv) & np.isfinite(k)
             k, iv = k[ok], iv[ok]
-            order = np.argsort(k)
-            k, iv = k[order], iv[order]
-            atm = float(np.interp(0.0, k, iv)) if k.size and k[0] <= 0 <= k[-1] else np.nan
-            rows.append(
-                {
-                    "expiry": s.expiry,
-                    "t": s.t,
-                    "forward": s.forward,
-                    "forward_source": s.forward_source,
-                    "discount": s.discount,
-                    "n_quotes": len(s),
-                    "n_usable": int((s.quotes["filter_reason"] == "").sum()),
-                    "atm_iv_mark": atm,
-                }
-            )
-        return pd.DataFrame(rows)
+            if k.size and k.min() <= 0.0 <= k.max():
+                order = np.argsort(k)
+                atm[i] = float(np.interp(0.0, k[order], iv[order]))
+        return pd.DataFrame(
+            {
+                "expiry": [to_utc(e) for e in expiries],
+                "t": t_first,
+                "forward": fwd,
+                "forward_source": sources,
+                "discount": disc,
+                "n_quotes": np.bincount(codes, minlength=n),
+                "n_usable": np.bincount(codes, weights=usable, minlength=n).astype(int),
+                "atm_iv_mark": atm,
+            },
+            columns=columns,
+        )
 
     # comparison and display ---------------------------------------------------------------
 
@@ -914,6 +932,27 @@ class OptionChain:
             f"OptionChain({self.exchange} {self.underlying} at {self.as_of.isoformat()}: "
             f"{len(self)} quotes, {len(self.expiries)} expiries, {n_ok} usable)"
         )
+
+
+def otm_marks(
+    q: pd.DataFrame, usable: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``k`` and ``iv_mark`` of the usable out-of-the-money quotes (calls with ``K >= F``, puts
+    with ``K < F``, per-quote ``F``); NaN elsewhere, so that positions line up with ``q``."""
+    call = q["call"].to_numpy(dtype=bool)
+    strike = q["strike"].to_numpy(dtype=float)
+    forward = q["forward"].to_numpy(dtype=float)
+    keep = usable & np.where(call, strike >= forward, strike < forward)
+    k = np.where(keep, q["k"].to_numpy(dtype=float), np.nan)
+    iv = np.where(keep, q["iv_mark"].to_numpy(dtype=float), np.nan)
+    return k, iv
+
+
+def group_positions(codes: npt.NDArray[np.intp], n: int) -> list[npt.NDArray[np.intp]]:
+    """Row positions of each group ``0..n-1`` of ``codes`` (stable order)."""
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(n + 1))
+    return [order[bounds[i] : bounds[i + 1]] for i in range(n)]
 
 
 def _normalise_quotes(q: pd.DataFrame) -> pd.DataFrame:
