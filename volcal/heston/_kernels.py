@@ -14,6 +14,8 @@ import numpy.typing as npt
 from numba import njit
 from numpy.polynomial.legendre import leggauss
 
+from volcal._lbr import implied_vol_kernel
+
 FloatArray = npt.NDArray[np.float64]
 
 # Quadrature settings, chosen by measurement (docs/heston.md, tests/heston/test_pricer.py)
@@ -457,6 +459,14 @@ def check_rules(
 
 @njit(cache=True)
 def rule_tables(x: FloatArray, weight: FloatArray, k: FloatArray) -> FloatArray:
+    """Flat ``(k.size, 2 x.size)`` table of :func:`fill_rule_tables`."""
+    tab = np.empty(k.size * 2 * x.size)
+    fill_rule_tables(x, weight, k, tab)
+    return tab
+
+
+@njit(cache=True)
+def fill_rule_tables(x: FloatArray, weight: FloatArray, k: FloatArray, tab: FloatArray) -> None:
     """Fixed factors of the Lewis sum for quotes ``k`` (one expiry) on the nodes ``x``.
 
     Row ``j`` is ``[a_j | b_j]`` (length ``2 x.size``) with ``a_ji + i b_ji = e^{k_j/2} / pi *
@@ -464,11 +474,11 @@ def rule_tables(x: FloatArray, weight: FloatArray, k: FloatArray) -> FloatArray:
     ``sum_i a_ji Re h_i + b_ji Im h_i`` with ``h = phi_BS - phi_H`` (and ``-phi_H dpsi`` for the
     gradient). Returned flat, row-major ``(k.size, 2 x.size)``. ``e^{-i x k}`` on the symmetric
     node pairs of each panel comes from cos/sin of ``k c`` and ``k h g_r`` (centre ``c``,
-    half-width ``h``), as in :func:`lewis_corrections`.
+    half-width ``h``), as in :func:`lewis_corrections`. Written into ``tab`` (length
+    ``k.size * 2 * x.size``).
     """
     nx = x.size
     nq = k.size
-    tab = np.empty(nq * 2 * nx)
     ws = np.empty(nx)
     for i in range(nx):
         ws[i] = weight[i] / (x[i] * x[i] + 0.25)
@@ -496,7 +506,117 @@ def rule_tables(x: FloatArray, weight: FloatArray, k: FloatArray) -> FloatArray:
                 tab[rb + il] = (s0 * cr - c0 * sr) * ws[il] * pref
                 tab[ra + ig] = (c0 * cr - s0 * sr) * ws[ig] * pref
                 tab[rb + ig] = (s0 * cr + c0 * sr) * ws[ig] * pref
-    return tab
+
+
+@njit(cache=True)
+def update_rules(
+    v0: float,
+    kappa: float,
+    theta: float,
+    sigma: float,
+    rho: float,
+    t_unique: FloatArray,
+    w_unique: FloatArray,
+    k_max: FloatArray,
+    k_sorted: FloatArray,
+    starts: npt.NDArray[np.int64],
+    edges: FloatArray,
+    edge_off: npt.NDArray[np.int64],
+    node_x: FloatArray,
+    node_off: npt.NDArray[np.int64],
+    tab: FloatArray,
+    tab_off: npt.NDArray[np.int64],
+    budget: float,
+    rebuild_ratio: float,
+    domain_margin: float,
+) -> tuple[
+    npt.NDArray[np.int64],
+    FloatArray,
+    npt.NDArray[np.int64],
+    FloatArray,
+    npt.NDArray[np.int64],
+    FloatArray,
+    npt.NDArray[np.int64],
+]:
+    """:func:`check_rules` and the rebuild of every inadequate rule, in one pass.
+
+    The rules of all expiries are held flat: expiry ``e`` has the panel edges
+    ``edges[edge_off[e]:edge_off[e+1]]``, the nodes ``node_x[node_off[e]:node_off[e+1]]`` and
+    the factor table (:func:`fill_rule_tables`) of its quotes ``k_sorted[starts[e]:starts[e+1]]``
+    in ``tab[tab_off[e]:tab_off[e+1]]``. A rule is rebuilt when :func:`check_rules` says so: on
+    the scan at these parameters, extended by ``domain_margin`` of the domain at the cost rate
+    of the last scan interval, with panels of cost ``budget``. Returns the status per expiry
+    (0 kept, 1 rebuilt, 2 unresolvable: the old rule is kept and must not be used) and the new
+    ``edges, edge_off, node_x, node_off, tab, tab_off``.
+    """
+    n_e = t_unique.size
+    status = np.zeros(n_e, dtype=np.int64)
+    new_edges = []
+    for e in range(n_e):
+        lo = edge_off[e]
+        hi = edge_off[e + 1]
+        held = edges[lo:hi]
+        xs, cum, ok = scan_rule(v0, kappa, theta, sigma, rho, t_unique[e], w_unique[e], k_max[e])
+        if not ok:
+            status[e] = 2
+            new_edges.append(held)
+            continue
+        if hi - lo >= 2:
+            fresh_panels = math.ceil(cum[cum.size - 1] / budget)
+            if max_panel_cost(held, xs, cum) <= 1.0 and hi - lo - 1 <= rebuild_ratio * fresh_panels:
+                new_edges.append(held)
+                continue
+        # extend the domain by domain_margin at the cost rate of the last scan interval
+        j_end = xs.size - 1
+        end = xs[j_end] * (1.0 + domain_margin)
+        if j_end >= 1:
+            rate = (cum[j_end] - cum[j_end - 1]) / (xs[j_end] - xs[j_end - 1])
+        else:
+            rate = cum[0] / xs[0]
+        xs_ext = np.empty(j_end + 2)
+        cum_ext = np.empty(j_end + 2)
+        xs_ext[: j_end + 1] = xs
+        cum_ext[: j_end + 1] = cum
+        xs_ext[j_end + 1] = end
+        cum_ext[j_end + 1] = cum[j_end] + rate * (end - xs[j_end])
+        fresh, ok = layout_rule(xs_ext, cum_ext, budget)
+        if not ok:
+            status[e] = 2
+            new_edges.append(held)
+            continue
+        status[e] = 1
+        new_edges.append(fresh)
+    if not np.any(status == 1):  # nothing rebuilt: the held arrays stay as they are
+        return status, edges, edge_off, node_x, node_off, tab, tab_off
+    # sizes of the new flat arrays
+    new_edge_off = np.zeros(n_e + 1, dtype=np.int64)
+    new_node_off = np.zeros(n_e + 1, dtype=np.int64)
+    new_tab_off = np.zeros(n_e + 1, dtype=np.int64)
+    for e in range(n_e):
+        n_edges = new_edges[e].size
+        n_nodes = (n_edges - 1) * GL_NODES if n_edges >= 2 else 0
+        nq = starts[e + 1] - starts[e]
+        new_edge_off[e + 1] = new_edge_off[e] + n_edges
+        new_node_off[e + 1] = new_node_off[e] + n_nodes
+        new_tab_off[e + 1] = new_tab_off[e] + nq * 2 * n_nodes
+    out_edges = np.empty(new_edge_off[n_e])
+    out_nodes = np.empty(new_node_off[n_e])
+    out_tab = np.empty(new_tab_off[n_e])
+    for e in range(n_e):
+        out_edges[new_edge_off[e] : new_edge_off[e + 1]] = new_edges[e]
+        if status[e] == 1:
+            x, weight = rule_nodes(new_edges[e])
+            out_nodes[new_node_off[e] : new_node_off[e + 1]] = x
+            fill_rule_tables(
+                x,
+                weight,
+                k_sorted[starts[e] : starts[e + 1]],
+                out_tab[new_tab_off[e] : new_tab_off[e + 1]],
+            )
+        else:
+            out_nodes[new_node_off[e] : new_node_off[e + 1]] = node_x[node_off[e] : node_off[e + 1]]
+            out_tab[new_tab_off[e] : new_tab_off[e + 1]] = tab[tab_off[e] : tab_off[e + 1]]
+    return status, out_edges, new_edge_off, out_nodes, new_node_off, out_tab, new_tab_off
 
 
 @njit(cache=True)
@@ -559,3 +679,213 @@ def table_corrections(
             for c in range(ncol):
                 out[qi, c] = res[j, c]
     return out
+
+
+# -- calibration residuals ---------------------------------------------------------------------
+@njit(cache=True, error_model="numpy")
+def iv_residuals(
+    price: FloatArray,
+    dprice: FloatArray,
+    forward: FloatArray,
+    strike: FloatArray,
+    t: FloatArray,
+    call: npt.NDArray[np.bool_],
+    discount: FloatArray,
+    iv_market: FloatArray,
+    sqrt_w: FloatArray,
+    p_floor: FloatArray,
+    iv_floor: FloatArray,
+    vega_floor: FloatArray,
+    vega_scale: FloatArray,
+    sqrt_t: FloatArray,
+    k: FloatArray,
+    guess_table: FloatArray,
+    failed: float,
+    want_jac: bool,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Residuals ``sqrt(w) (sigma_model - sigma_market)`` of the ``iv`` objective and their
+    Jacobian ``sqrt(w) dprice / vega`` (rows of ``dprice``, any number of columns).
+
+    ``sigma_model`` is the Black-76 implied vol of ``price`` (volcal's solver), floored below
+    ``p_floor``: there it is ``iv_floor + (price - p_floor) / vega_floor`` (see
+    :mod:`volcal.heston.calibrate`). Vega is ``vega_scale exp(-d1^2 / 2)`` with
+    ``vega_scale = D F sqrt(t) / sqrt(2 pi)``, ``d1 = sigma sqrt(t) / 2 - k / (sigma sqrt(t))``,
+    ``k = ln(K/F)``. A non-finite residual becomes ``failed`` with a zero Jacobian row; a
+    Jacobian row with a non-finite entry becomes zero. Also returns the unfloored implied vols
+    (NaN where none exists). ``dprice`` is ignored unless ``want_jac``.
+    """
+    vol, _ = implied_vol_kernel(price, forward, strike, t, call, discount, guess_table)
+    n = price.size
+    m = dprice.shape[1] if want_jac else 0
+    r = np.empty(n)
+    jac = np.empty((n, m))
+    for i in range(n):
+        v = vol[i]
+        if price[i] >= p_floor[i] and v > 0.0:  # False for a NaN vol
+            sv = v * sqrt_t[i]
+            d1 = 0.5 * sv - k[i] / sv
+            vega = vega_scale[i] * math.exp(-0.5 * d1 * d1)
+        else:
+            vega = vega_floor[i]
+            v = iv_floor[i] + (price[i] - p_floor[i]) / vega
+        ri = sqrt_w[i] * (v - iv_market[i])
+        if not math.isfinite(ri):
+            r[i] = failed
+            for j in range(m):
+                jac[i, j] = 0.0
+            continue
+        r[i] = ri
+        if want_jac:
+            scale = sqrt_w[i] / vega
+            finite = True
+            for j in range(m):
+                x = dprice[i, j] * scale
+                jac[i, j] = x
+                finite = finite and math.isfinite(x)
+            if not finite:
+                for j in range(m):
+                    jac[i, j] = 0.0
+    return r, jac, vol
+
+
+# -- Levenberg-Marquardt pieces (volcal.heston.calibrate.levenberg_marquardt) ------------------
+@njit(cache=True)
+def normal_equations(jac: FloatArray, r: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """``g = J^T r`` and ``A = J^T J`` for a tall ``J`` (n, m)."""
+    n, m = jac.shape
+    g = np.zeros(m)
+    a = np.zeros((m, m))
+    for i in range(n):
+        ri = r[i]
+        for j in range(m):
+            jj = jac[i, j]
+            g[j] += jj * ri
+            for c in range(j + 1):
+                a[j, c] += jj * jac[i, c]
+    for j in range(m):
+        for c in range(j):
+            a[c, j] = a[j, c]
+    return g, a
+
+
+@njit(cache=True)
+def cl_gradient_norm(x: FloatArray, g: FloatArray, lo: FloatArray, hi: FloatArray) -> float:
+    """``||g v||_inf`` with the Coleman-Li (1996) scaling ``v``: the distance to the bound the
+    descent direction ``-g`` points at (1 where that bound is infinite), as in SciPy's ``trf``."""
+    out = 0.0
+    for j in range(x.size):
+        v = 1.0
+        if g[j] < 0.0 and math.isfinite(hi[j]):
+            v = hi[j] - x[j]
+        elif g[j] > 0.0 and math.isfinite(lo[j]):
+            v = x[j] - lo[j]
+        out = max(out, abs(g[j] * v))
+    return out
+
+
+@njit(cache=True)
+def damped_step(
+    a: FloatArray, g: FloatArray, d2: FloatArray, mu: float, free: npt.NDArray[np.bool_]
+) -> tuple[FloatArray, bool]:
+    """Solve ``(A + mu diag(d2)) dx = -g`` over the ``free`` variables (``dx = 0`` elsewhere) by
+    Cholesky; ``ok`` is False when the damped matrix is not numerically positive definite."""
+    m = g.size
+    idx = np.flatnonzero(free)
+    k = idx.size
+    step = np.zeros(m)
+    if k == 0:
+        return step, True
+    c = np.zeros((k, k))
+    for p in range(k):
+        for q in range(p + 1):
+            c[p, q] = a[idx[p], idx[q]]
+        c[p, p] += mu * d2[idx[p]]
+    # in-place Cholesky c = L L^T (lower triangle)
+    for p in range(k):
+        s = c[p, p]
+        for q in range(p):
+            s -= c[p, q] * c[p, q]
+        if not s > 0.0:
+            return step, False
+        c[p, p] = math.sqrt(s)
+        for i in range(p + 1, k):
+            s = c[i, p]
+            for q in range(p):
+                s -= c[i, q] * c[p, q]
+            c[i, p] = s / c[p, p]
+    y = np.empty(k)
+    for p in range(k):
+        s = -g[idx[p]]
+        for q in range(p):
+            s -= c[p, q] * y[q]
+        y[p] = s / c[p, p]
+    for p in range(k - 1, -1, -1):
+        s = y[p]
+        for q in range(p + 1, k):
+            s -= c[q, p] * y[q]
+        y[p] = s / c[p, p]
+    for p in range(k):
+        step[idx[p]] = y[p]
+    return step, True
+
+
+@njit(cache=True)
+def lm_trial(
+    x: FloatArray,
+    g: FloatArray,
+    a: FloatArray,
+    d2: FloatArray,
+    mu: float,
+    lo: FloatArray,
+    hi: FloatArray,
+    max_factor: float,
+    max_shift: float,
+    xtol: float,
+) -> tuple[FloatArray, float, bool, bool]:
+    """One trial point of the projected Levenberg-Marquardt step (see
+    :func:`volcal.heston.calibrate.levenberg_marquardt`).
+
+    Variables at a bound with the gradient pushing outwards are held; the damped step
+    (:func:`damped_step`) is shortened, direction kept, so that no variable with a positive lower
+    bound changes by more than a factor ``max_factor`` and no other by more than ``max_shift``
+    of its box width; the point is projected onto the box. Returns ``(x_new, predicted, small,
+    ok)``: the reduction of ``0.5 |r|^2`` predicted by the linear model for ``x_new - x``,
+    whether ``|x_new - x| < xtol (xtol + |x|)``, and False when the damped matrix is not
+    positive definite or the step is not finite.
+    """
+    m = x.size
+    free = np.empty(m, dtype=np.bool_)
+    for j in range(m):
+        free[j] = not ((x[j] <= lo[j] and g[j] > 0.0) or (x[j] >= hi[j] and g[j] < 0.0))
+    step, ok = damped_step(a, g, d2, mu, free)
+    x_new = x.copy()
+    if not ok:
+        return x_new, 0.0, False, False
+    worst = 0.0
+    for j in range(m):
+        s = step[j]
+        if not math.isfinite(s):
+            return x_new, 0.0, False, False
+        if lo[j] > 0.0 and x[j] > 0.0:
+            limit = (max_factor - 1.0) * x[j] if s > 0.0 else (1.0 - 1.0 / max_factor) * x[j]
+        else:
+            limit = max_shift * (hi[j] - lo[j])
+        if limit > 0.0 and math.isfinite(limit):
+            worst = max(worst, abs(s) / limit)
+    shrink = 1.0 / worst if worst > 1.0 else 1.0
+    dx = np.empty(m)
+    dx_norm2 = 0.0
+    x_norm2 = 0.0
+    for j in range(m):
+        x_new[j] = min(max(x[j] + shrink * step[j], lo[j]), hi[j])
+        dx[j] = x_new[j] - x[j]
+        dx_norm2 += dx[j] * dx[j]
+        x_norm2 += x[j] * x[j]
+    predicted = 0.0
+    for j in range(m):
+        quad = 0.0
+        for c in range(m):
+            quad += a[j, c] * dx[c]
+        predicted -= dx[j] * (g[j] + 0.5 * quad)
+    small = math.sqrt(dx_norm2) < xtol * (xtol + math.sqrt(x_norm2))
+    return x_new, predicted, small, True

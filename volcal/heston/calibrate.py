@@ -19,7 +19,10 @@ below a tick pulls with a bounded, price-like force instead of an exploding ``1/
 
 Optimiser
 ---------
-SciPy ``least_squares`` (trust-region reflective, box bounds). ``engine="fast"`` uses the
+``engine="fast"`` runs volcal's projected Levenberg-Marquardt (:func:`levenberg_marquardt`,
+box bounds, SciPy's termination tests and status codes) on the analytic Jacobian;
+``engine="quantlib"`` runs SciPy ``least_squares`` (trust-region reflective, box bounds), which
+``optimizer="trf"`` selects for the fast engine too. ``engine="fast"`` uses the
 analytic Jacobian of the fast pricer (Cui et al. 2017) through
 :class:`volcal.heston.pricer.FastHestonPricer`, which keeps each expiry's quadrature rule and
 strike factors across iterations while they meet the pricer's accuracy criteria;
@@ -48,11 +51,12 @@ from scipy.optimize import OptimizeResult, least_squares
 from scipy.stats import qmc
 
 from volcal.errors import CalibrationError, ConvergenceWarning
+from volcal.heston import _kernels
 from volcal.heston.params import HestonParams, ParameterError
 from volcal.heston.pricer import FastHestonPricer, heston_price
 from volcal.heston.quantlib_adapter import QL_ENGINES, QuantLibEngineName, QuantLibHestonPricer
 from volcal.heston.quotes import HestonQuotes
-from volcal.implied import implied_vol
+from volcal.implied import _guess_table, implied_vol
 
 __all__ = [
     "DEFAULT_BOUNDS",
@@ -60,6 +64,7 @@ __all__ = [
     "HestonFit",
     "OptimiserReport",
     "fit_heston",
+    "levenberg_marquardt",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -68,6 +73,7 @@ Engine = Literal["fast", "quantlib"]
 Objective = Literal["iv", "price"]
 GlobalStage = Literal["auto", "always", "never"]
 QuantLibJacobian = Literal["2-point", "3-point", "fast"]
+Optimizer = Literal["auto", "lm", "trf"]
 
 DEFAULT_BOUNDS: Mapping[str, tuple[float, float]] = {
     "v0": (1e-6, 25.0),
@@ -82,6 +88,7 @@ _NAMES = HestonParams.NAMES
 _SIGMA = 3
 _FELLER_ZETA_MIN = 1e-3
 _FAILED_RESIDUAL = 1e3
+_RECENT = 8
 
 
 def _readonly(a: npt.ArrayLike, dtype: type = np.float64) -> npt.NDArray[Any]:
@@ -99,8 +106,9 @@ class OptimiserReport:
     converged:
         SciPy reported success (a tolerance was met) for the returned start.
     status:
-        SciPy ``least_squares`` status code (-1 improper input, 0 max evaluations,
-        1 gtol, 2 ftol, 3 xtol, 4 ftol and xtol), or -2 for :meth:`HestonCalibrator.fix`.
+        Status code of ``scipy.optimize.least_squares`` (also used by volcal's
+        Levenberg-Marquardt): -1 improper input, 0 max evaluations, 1 gtol, 2 ftol, 3 xtol,
+        4 ftol and xtol; -2 for :meth:`HestonCalibrator.fix`.
     message:
         SciPy's message, plus notes from the calibrator.
     iterations:
@@ -118,7 +126,8 @@ class OptimiserReport:
     elapsed_s:
         Wall time of the whole calibration, seconds.
     raw:
-        The SciPy ``OptimizeResult`` of the returned local fit (not serialised).
+        The ``OptimizeResult`` of the returned local fit (SciPy's, or the same fields from
+        :func:`levenberg_marquardt`; not serialised).
     """
 
     converged: bool
@@ -396,6 +405,30 @@ class _Problem:
         self.k = q.k
         self.vega_scale = q.discount * q.forward * self.sqrt_t / math.sqrt(2.0 * math.pi)
         self.vega_floor = self._vega(self.iv_floor)
+        # contiguous inputs of the compiled iv residuals (_kernels.iv_residuals)
+        self._c = {
+            name: np.ascontiguousarray(a)
+            for name, a in (
+                ("forward", q.forward),
+                ("strike", q.strike),
+                ("t", q.t),
+                ("discount", q.discount),
+                ("iv", q.iv),
+                ("sqrt_w", self.sqrt_w),
+                ("p_floor", self.p_floor),
+                ("iv_floor", self.iv_floor),
+                ("vega_floor", self.vega_floor),
+                ("vega_scale", self.vega_scale),
+                ("sqrt_t", self.sqrt_t),
+                ("k", self.k),
+            )
+        }
+        self._call = np.ascontiguousarray(q.call)
+        self._guess_table = _guess_table()
+        self._no_jac = np.empty((len(q), 0))
+        self.recent: dict[bytes, tuple[FloatArray, FloatArray | None]] = {}
+        """Model prices and (``iv`` objective) unfloored model vols of the last few
+        evaluations, by ``z.tobytes()`` (the fit reports them at the optimum)."""
         self.free_cols = [_NAMES.index(n) for n in self.free]
         self.all_free = self.free_cols == list(range(len(_NAMES)))
         self._cache_key: bytes | None = None
@@ -458,16 +491,10 @@ class _Problem:
             return self.fast_pricer.price_jacobian(p)
         return self.fast_pricer.price(p).ravel(), None
 
-    def model_vol(self, price: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Floored model vol (see module docstring) and d vol / d price."""
-        q = self.q
-        vol = np.asarray(implied_vol(price, q.forward, q.strike, q.t, q.call, q.discount))
-        above = (price >= self.p_floor) & (vol > 0.0)  # False for NaN vols
-        if above.all():
-            return vol, 1.0 / self._vega(vol)
-        vega = np.where(above, self._vega(np.where(above, vol, 0.2)), self.vega_floor)
-        vol = np.where(above, vol, self.iv_floor + (price - self.p_floor) / self.vega_floor)
-        return vol, 1.0 / vega
+    def _remember(self, key: bytes, price: FloatArray, vol: FloatArray | None) -> None:
+        self.recent[key] = (price, vol)
+        while len(self.recent) > _RECENT:
+            del self.recent[next(iter(self.recent))]
 
     def _evaluate(self, z: FloatArray, want_jac: bool) -> tuple[FloatArray, FloatArray | None]:
         key = z.tobytes()
@@ -480,17 +507,40 @@ class _Problem:
         price, dprice = self.prices(p, want_jac=want_jac or self.analytic_jacobian)
         self.n_fev += 1
         if self.objective == "iv":
-            vol, dvol_dprice = self.model_vol(price)
-            r = self.sqrt_w * (vol - self.q.iv)
-            scale = self.sqrt_w * dvol_dprice
-        else:
-            r = self.sqrt_w * (price - self.q.price)
-            scale = self.sqrt_w
+            # floored model vol (module docstring), d vol / d price = 1 / vega; an unpriceable
+            # quote (NaN: quadrature not resolved at extreme parameters) makes the point very
+            # bad instead of crashing the optimiser
+            c = self._c
+            r, jac_iv, raw_vol = _kernels.iv_residuals(
+                price,
+                self._no_jac if dprice is None else np.ascontiguousarray(self._chain(p, dprice)),
+                c["forward"],
+                c["strike"],
+                c["t"],
+                self._call,
+                c["discount"],
+                c["iv"],
+                c["sqrt_w"],
+                c["p_floor"],
+                c["iv_floor"],
+                c["vega_floor"],
+                c["vega_scale"],
+                c["sqrt_t"],
+                c["k"],
+                self._guess_table,
+                _FAILED_RESIDUAL,
+                dprice is not None,
+            )
+            self._remember(key, price, raw_vol)
+            self._cache_key, self._cache = key, (r, None if dprice is None else jac_iv)
+            return self._cache
+        self._remember(key, price, None)
+        r = self.sqrt_w * (price - self.q.price)
         jac = None
         bad = ~np.isfinite(r)
         if dprice is not None:
             with np.errstate(invalid="ignore", over="ignore"):  # sanitised on the next line
-                jac = self._chain(p, dprice) * scale[:, None]
+                jac = self._chain(p, dprice) * self.sqrt_w[:, None]
             jac[bad | ~np.all(np.isfinite(jac), axis=1)] = 0.0
         # an unpriceable quote (NaN: quadrature not resolved at extreme parameters) makes the
         # point very bad instead of crashing the optimiser
@@ -501,11 +551,154 @@ class _Problem:
     def residuals(self, z: FloatArray) -> FloatArray:
         return self._evaluate(np.asarray(z, dtype=np.float64), want_jac=False)[0]
 
+    def residuals_jacobian(self, z: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """Residuals and Jacobian in one pass (analytic Jacobian only; counts one evaluation;
+        :meth:`HestonCalibrator._local` adds the Jacobians the optimiser used)."""
+        r, jac = self._evaluate(np.asarray(z, dtype=np.float64), want_jac=True)
+        assert jac is not None
+        return r, jac
+
     def jacobian(self, z: FloatArray) -> FloatArray:
         self.n_jev += 1
         _, jac = self._evaluate(np.asarray(z, dtype=np.float64), want_jac=True)
         assert jac is not None
         return jac
+
+
+# ---------------------------------------------------------------------------------------------
+# Levenberg-Marquardt with box bounds (the fast engine's local optimiser)
+# ---------------------------------------------------------------------------------------------
+_LM_TAU = 1e-6
+"""Initial damping relative to the column-scaled ``J^T J`` (Nielsen 1999 uses ``tau``; small:
+the analytic Jacobian makes the Gauss-Newton step good from the start, and a rejected step
+raises the damping geometrically)."""
+_LM_ACCEPT = 1e-4
+"""A step is accepted when the actual reduction of the cost is at least this fraction of the
+reduction the linear model predicts."""
+
+_LM_MAX_FACTOR = 4.0
+"""Largest factor by which one step may scale a variable whose lower bound is positive."""
+_LM_MAX_SHIFT = 0.25
+"""Largest change in one step of any other variable, as a fraction of its box width."""
+
+_LM_MESSAGES = {
+    0: "The maximum number of function evaluations is exceeded.",
+    1: "`gtol` termination condition is satisfied.",
+    2: "`ftol` termination condition is satisfied.",
+    3: "`xtol` termination condition is satisfied.",
+    4: "Both `ftol` and `xtol` termination conditions are satisfied.",
+}
+
+
+def levenberg_marquardt(
+    fun_jac: Callable[[FloatArray], tuple[FloatArray, FloatArray]],
+    x0: FloatArray,
+    lo: FloatArray,
+    hi: FloatArray,
+    *,
+    ftol: float = 1e-12,
+    xtol: float = 1e-12,
+    gtol: float = 1e-12,
+    max_nfev: int = 200,
+) -> OptimizeResult:
+    """Minimise ``0.5 ||r(x)||^2`` on the box ``lo <= x <= hi`` (projected Levenberg-Marquardt).
+
+    ``fun_jac(x)`` returns the residuals and their Jacobian together (the fast Heston pricer
+    computes both in one pass). Steps solve ``(J^T J + mu D^2) dx = -J^T r`` with ``D`` the
+    running maximum of the Jacobian's column norms (Moré 1978), over the variables that are not
+    held at a bound by the gradient; a step is shortened (direction kept) so that no variable with
+    a positive lower bound changes by more than a factor 4 and no other by more than a quarter of
+    its box width (far from the data a Gauss-Newton step can otherwise jump to a corner of the
+    box, where the Heston pricer needs 100 times more nodes); the trial point is projected onto
+    the box (Kanzow, Yamashita and Fukushima 2004). The damping ``mu`` follows Nielsen (1999):
+    after an accepted step with gain ratio ``rho`` it is multiplied by
+    ``max(1/3, 1 - (2 rho - 1)^3)``, after a rejected one by 2, 4, 8, ... The linear algebra of a
+    step is compiled (:func:`volcal.heston._kernels.lm_trial`).
+
+    Termination follows ``scipy.optimize.least_squares`` (same meaning of the tolerances and of
+    the status codes): ``gtol`` on ``||g v||_inf`` (``v`` the Coleman-Li scaling, see
+    :func:`volcal.heston._kernels.cl_gradient_norm`), ``ftol`` on an accepted step with
+    ``dF < ftol F`` and a gain ratio above 0.25, ``xtol`` on ``||dx|| < xtol (xtol + ||x||)``
+    (also before evaluating a trial step, which then is not taken); status 0 when ``max_nfev``
+    evaluations are spent. Returns an ``OptimizeResult`` with the fields of ``least_squares``'
+    result.
+    """
+    lo = np.ascontiguousarray(lo, dtype=np.float64)
+    hi = np.ascontiguousarray(hi, dtype=np.float64)
+    x = np.clip(np.asarray(x0, dtype=np.float64), lo, hi)
+    r, jac = fun_jac(x)
+    nfev = njev = 1
+    cost = 0.5 * float(r @ r)
+    g, a = _kernels.normal_equations(jac, r)
+    scale2 = np.zeros(x.size)  # running maximum of the squared column norms
+    mu = -1.0
+    nu = 2.0
+    status = 0
+    while True:
+        if _kernels.cl_gradient_norm(x, g, lo, hi) < gtol:
+            status = 1
+            break
+        if nfev >= max_nfev:
+            break
+        diag = a.diagonal()
+        scale2 = np.maximum(scale2, diag)
+        d2 = np.where(scale2 > 0.0, scale2, 1.0)
+        if mu < 0.0:
+            mu = _LM_TAU * float(np.max(diag / d2))
+        accepted = False
+        first_trial = True
+        while nfev < max_nfev and mu < 1e300:
+            x_new, predicted, small_x, ok = _kernels.lm_trial(
+                x, g, a, d2, mu, lo, hi, _LM_MAX_FACTOR, _LM_MAX_SHIFT, xtol
+            )
+            if not ok:
+                mu *= nu
+                nu *= 2.0
+                continue
+            if small_x and first_trial:
+                # the undamped-so-far step is below xtol: x is converged to xtol without
+                # evaluating x + dx (SciPy would evaluate it and stop on the same test)
+                status = 3
+                break
+            r_new, jac_new = fun_jac(x_new)
+            nfev += 1
+            cost_new = 0.5 * float(r_new @ r_new)
+            actual = cost - cost_new
+            ratio = actual / predicted if predicted > 0.0 else -1.0
+            if ratio > _LM_ACCEPT and actual > 0.0:
+                small_f = actual < ftol * cost and ratio > 0.25
+                x, r, jac, cost = x_new, r_new, jac_new, cost_new
+                g, a = _kernels.normal_equations(jac, r)
+                njev += 1
+                mu *= max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3)
+                nu = 2.0
+                accepted = True
+                status = 4 if small_f and small_x else 2 if small_f else 3 if small_x else 0
+                break
+            mu *= nu
+            nu *= 2.0
+            first_trial = False
+            if small_x:  # no representable progress left
+                status = 3
+                break
+        if status != 0 or not accepted:
+            break
+    optimality = _kernels.cl_gradient_norm(x, g, lo, hi)
+    active = np.where(x <= lo, -1, np.where(x >= hi, 1, 0))
+    return OptimizeResult(
+        x=x,
+        cost=cost,
+        fun=r,
+        jac=jac,
+        grad=g,
+        optimality=optimality,
+        active_mask=active,
+        nfev=nfev,
+        njev=njev,
+        status=status,
+        message=_LM_MESSAGES[status],
+        success=status > 0,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,6 +737,12 @@ class HestonCalibrator:
         QuantLib engine for ``engine="quantlib"``: ``"analytic"``, ``"cos"`` or
         ``"exponential_fitting"``; ``ql_engine_options`` are passed to it
         (see :class:`volcal.heston.quantlib_adapter.QuantLibHestonPricer`).
+    optimizer:
+        Local optimiser: ``"lm"``, volcal's projected Levenberg-Marquardt
+        (:func:`levenberg_marquardt`; needs the analytic Jacobian), or ``"trf"``, SciPy
+        ``least_squares`` trust-region reflective with ``x_scale="jac"``. ``"auto"`` (default):
+        ``"lm"`` for ``engine="fast"``, ``"trf"`` for ``engine="quantlib"``. Both stop on the
+        same ``ftol``/``xtol``/``gtol`` tests and report SciPy's status codes.
     ql_jacobian:
         Jacobian for ``engine="quantlib"``: ``"2-point"`` (default) or ``"3-point"`` finite
         differences of the QuantLib prices (SciPy; the fit is then independent of volcal's
@@ -580,7 +779,8 @@ class HestonCalibrator:
     seed:
         Seed of the global stage (the calibration is deterministic given the seed).
     ftol, xtol, gtol, max_nfev:
-        Passed to ``scipy.optimize.least_squares`` (``max_nfev`` per local fit).
+        Termination tolerances of the local optimiser, as in ``scipy.optimize.least_squares``
+        (``max_nfev`` per local fit).
     diff_step:
         Relative finite-difference step for ``engine="quantlib"`` (SciPy's default if None).
     """
@@ -593,6 +793,7 @@ class HestonCalibrator:
         ql_engine: QuantLibEngineName = "analytic",
         ql_engine_options: Mapping[str, Any] | None = None,
         ql_jacobian: QuantLibJacobian = "2-point",
+        optimizer: Optimizer = "auto",
         start: HestonParams | None = None,
         bounds: Mapping[str, tuple[float, float]] | None = None,
         fixed: Mapping[str, float] | None = None,
@@ -616,6 +817,7 @@ class HestonCalibrator:
         self.ql_engine = ql_engine
         self.ql_engine_options = ql_engine_options
         self.ql_jacobian = ql_jacobian
+        self.optimizer = optimizer
         self.start = start
         self.bounds = bounds
         self.fixed = fixed
@@ -646,6 +848,12 @@ class HestonCalibrator:
             raise ParameterError(
                 f"ql_jacobian must be '2-point', '3-point' or 'fast', got {self.ql_jacobian!r}"
             )
+        if self.optimizer not in ("auto", "lm", "trf"):
+            raise ParameterError(f"optimizer must be 'auto', 'lm' or 'trf', got {self.optimizer!r}")
+        if self.optimizer == "lm" and self.engine == "quantlib" and self.ql_jacobian != "fast":
+            raise ParameterError(
+                "optimizer='lm' needs an analytic Jacobian: engine='fast' or ql_jacobian='fast'"
+            )
         if self.global_stage not in ("auto", "always", "never"):
             raise ParameterError(f"global_stage must be auto/always/never: {self.global_stage!r}")
         box = dict(DEFAULT_BOUNDS)
@@ -673,6 +881,7 @@ class HestonCalibrator:
             "ql_engine": self.ql_engine,
             "ql_engine_options": dict(self.ql_engine_options or {}),
             "ql_jacobian": self.ql_jacobian,
+            "optimizer": self.optimizer,
             "start": None if self.start is None else self.start.to_dict(),
             "bounds": {k: list(v) for k, v in (self.bounds or {}).items()},
             "fixed": dict(self.fixed or {}),
@@ -710,11 +919,20 @@ class HestonCalibrator:
         used: BoolArray,
         report: OptimiserReport,
         problem: _Problem | None = None,
+        z: FloatArray | None = None,
     ) -> HestonFit:
         q = quotes
-        if self.engine == "fast":
-            # a fresh quadrature rule, not the optimiser's held one: the reported prices depend
-            # on the parameters only, so fix(params) reproduces them exactly
+        model_iv = None
+        seen = None
+        if problem is not None and z is not None and used.all():
+            seen = problem.recent.get(np.asarray(z, dtype=np.float64).tobytes())
+        if seen is not None:
+            # every quote was fitted and the optimiser priced them at the optimum: its prices
+            # (and implied vols) are the report (the fast pricer's held rules meet the same
+            # accuracy criteria as fresh ones: prices equal to ~1e-15 F)
+            price = seen[0]
+            model_iv = seen[1]
+        elif self.engine == "fast":
             price = np.asarray(
                 heston_price(params, q.forward, q.strike, q.t, q.call, q.discount)
             ).ravel()
@@ -732,7 +950,8 @@ class HestonCalibrator:
                 engine_options=dict(self.ql_engine_options or {}),
             )
             price = np.asarray(pricer.price(params)).ravel()
-        model_iv = np.asarray(implied_vol(price, q.forward, q.strike, q.t, q.call, q.discount))
+        if model_iv is None:
+            model_iv = np.asarray(implied_vol(price, q.forward, q.strike, q.t, q.call, q.discount))
         residuals = model_iv - q.iv if self.objective == "iv" else price - q.price
         err = (model_iv - q.iv)[used]
         rmse = float(np.sqrt(np.mean(err * err))) if err.size else math.nan
@@ -775,9 +994,22 @@ class HestonCalibrator:
     def _local(
         self, problem: _Problem, z0: FloatArray, lo: FloatArray, hi: FloatArray, max_nfev: int
     ) -> OptimizeResult:
+        z0 = np.clip(z0, lo + 1e-12 * (hi - lo), hi - 1e-12 * (hi - lo))
+        if self._optimizer() == "lm":
+            res = levenberg_marquardt(
+                problem.residuals_jacobian,
+                z0,
+                lo,
+                hi,
+                ftol=self.ftol,
+                xtol=self.xtol,
+                gtol=self.gtol,
+                max_nfev=max_nfev,
+            )
+            problem.n_jev += int(res.njev)
+            return res
         jac: Callable[[FloatArray], FloatArray] | str
         jac = problem.jacobian if problem.analytic_jacobian else problem.ql_jacobian
-        z0 = np.clip(z0, lo + 1e-12 * (hi - lo), hi - 1e-12 * (hi - lo))
         return least_squares(
             problem.residuals,
             z0,
@@ -791,6 +1023,12 @@ class HestonCalibrator:
             max_nfev=max_nfev,
             diff_step=self.diff_step,
         )
+
+    def _optimizer(self) -> Literal["lm", "trf"]:
+        """The local optimiser: ``"auto"`` is ``"lm"`` for ``engine="fast"``, else ``"trf"``."""
+        if self.optimizer == "auto":
+            return "lm" if self.engine == "fast" else "trf"
+        return self.optimizer
 
     def _rmse_iv(self, problem: _Problem, z: FloatArray) -> float:
         price, _ = problem.prices(problem.params_of(z), want_jac=False)
@@ -908,7 +1146,7 @@ class HestonCalibrator:
             warnings.warn(
                 f"Heston calibration did not converge: {message}", ConvergenceWarning, stacklevel=2
             )
-        fit = self._make_fit(params, quotes, used, report, problem)
+        fit = self._make_fit(params, quotes, used, report, problem, best.x)
         return replace(fit, report=replace(report, elapsed_s=time.perf_counter() - t_start))
 
 

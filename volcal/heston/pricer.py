@@ -60,6 +60,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from volcal._lbr import black_price_kernel
 from volcal.black import black_price
 from volcal.errors import ParameterError
 from volcal.heston import _kernels
@@ -73,6 +74,7 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 ComplexArray = npt.NDArray[np.complex128]
 
 
@@ -261,14 +263,6 @@ the small shifts of the scan grid (it scales with ``1 / (sqrt(w) + k_max)``) bet
 parameters do not force a rebuild."""
 
 
-def _extend_domain(xs: FloatArray, cum: FloatArray) -> tuple[FloatArray, FloatArray]:
-    """Scan points and cumulative cost extended by :data:`DOMAIN_MARGIN` of the domain, at
-    the cost rate of the last scan interval."""
-    end = xs[-1] * (1.0 + DOMAIN_MARGIN)
-    rate = (cum[-1] - cum[-2]) / (xs[-1] - xs[-2]) if xs.size >= 2 else cum[0] / xs[0]
-    return np.append(xs, end), np.append(cum, cum[-1] + rate * (end - xs[-1]))
-
-
 class FastHestonPricer:
     """The fast Heston pricer for a fixed set of options, priced at many parameter sets.
 
@@ -325,6 +319,7 @@ class FastHestonPricer:
         k = np.log(kk[live] / f[live])
         t_live = tt[live]
         self._k_exp = np.exp(k)
+        self._ones = np.ones(k.size)
         self._t = t_live
         self._call = c[live]
         self._scale = d[live] * f[live]
@@ -342,11 +337,13 @@ class FastHestonPricer:
             if k.size
             else np.zeros(0)
         )
-        self._edges: list[FloatArray] = [np.empty(0) for _ in range(n_e)]
-        self._nodes: list[FloatArray] = [np.empty(0) for _ in range(n_e)]
-        self._tab: list[FloatArray] = [np.empty(0) for _ in range(n_e)]
-        self._flat: tuple[FloatArray, ...] | None = None
-        self._offsets: tuple[npt.NDArray[np.int64], ...] | None = None
+        # the rules of all expiries, flat (see _kernels.update_rules); none held yet
+        self._edges: FloatArray = np.empty(0)
+        self._edge_off: IntArray = np.zeros(n_e + 1, dtype=np.int64)
+        self._node_x: FloatArray = np.empty(0)
+        self._node_off: IntArray = np.zeros(n_e + 1, dtype=np.int64)
+        self._tab: FloatArray = np.empty(0)
+        self._tab_off: IntArray = np.zeros(n_e + 1, dtype=np.int64)
         self.n_rebuilds = 0
         """Rules built so far (one per expiry and rebuild; diagnostics)."""
 
@@ -356,15 +353,11 @@ class FastHestonPricer:
     @property
     def n_nodes(self) -> npt.NDArray[np.int64]:
         """Quadrature nodes of the rule held per expiry (0 before the first call)."""
-        return np.array([x.size for x in self._nodes], dtype=np.int64)
+        return np.diff(self._node_off)
 
     def _update_rules(self, p: HestonParams, w_unique: FloatArray) -> npt.NDArray[np.bool_]:
         """Rebuild the rules that no longer fit ``p``; returns which expiries are resolved."""
-        if self._flat is None or self._offsets is None:
-            self._flatten()
-        assert self._flat is not None and self._offsets is not None
-        edges, edge_off = self._flat[2], self._offsets[2]
-        status = _kernels.check_rules(
+        status, edges, edge_off, node_x, node_off, tab, tab_off = _kernels.update_rules(
             p.v0,
             p.kappa,
             p.theta,
@@ -373,43 +366,22 @@ class FastHestonPricer:
             self._t_unique,
             w_unique,
             self._k_max,
-            edges,
-            edge_off,
+            self._k_sorted,
+            self._starts,
+            self._edges,
+            self._edge_off,
+            self._node_x,
+            self._node_off,
+            self._tab,
+            self._tab_off,
             RULE_BUDGET,
             REBUILD_RATIO,
+            DOMAIN_MARGIN,
         )
-        for e in np.flatnonzero(status == 1):
-            t = float(self._t_unique[e])
-            xs, cum, ok = _kernels.scan_rule(
-                p.v0, p.kappa, p.theta, p.sigma, p.rho, t, float(w_unique[e]), self._k_max[e]
-            )
-            if ok:
-                xs, cum = _extend_domain(xs, cum)
-            new_edges, ok2 = _kernels.layout_rule(xs, cum, RULE_BUDGET) if ok else (xs, False)
-            if not ok2:
-                status[e] = 2
-                continue
-            x, weight = _kernels.rule_nodes(new_edges)
-            lo, hi = self._starts[e], self._starts[e + 1]
-            self._edges[e], self._nodes[e] = new_edges, x
-            self._tab[e] = _kernels.rule_tables(x, weight, self._k_sorted[lo:hi])
-            self._flat = None
-            self.n_rebuilds += 1
-        if self._flat is None:
-            self._flatten()
+        self._edges, self._edge_off, self._node_x = edges, edge_off, node_x
+        self._node_off, self._tab, self._tab_off = node_off, tab, tab_off
+        self.n_rebuilds += int(np.count_nonzero(status == 1))
         return np.asarray(status != 2)
-
-    def _flatten(self) -> None:
-        """Concatenate the per-expiry nodes, factor tables and edges for the kernels."""
-        flat, offsets = [], []
-        for parts in (self._nodes, self._tab, self._edges):
-            sizes = np.array([a.size for a in parts], dtype=np.int64)
-            off = np.zeros(sizes.size + 1, dtype=np.int64)
-            np.cumsum(sizes, out=off[1:])
-            flat.append(np.concatenate(parts) if off[-1] else np.empty(0))
-            offsets.append(off)
-        self._flat = (flat[0], flat[1], flat[2])
-        self._offsets = (offsets[0], offsets[1], offsets[2])
 
     def _evaluate(self, params: HestonParams, jac: bool) -> tuple[FloatArray, FloatArray | None]:
         p = params
@@ -422,9 +394,6 @@ class FastHestonPricer:
             return price, grad
         w_unique = np.asarray(p.expected_total_variance(self._t_unique), dtype=np.float64)
         resolved = self._update_rules(p, w_unique)
-        assert self._flat is not None and self._offsets is not None
-        node_x, tab, _ = self._flat
-        node_off, tab_off, _ = self._offsets
         sums = _kernels.table_corrections(
             p.v0,
             p.kappa,
@@ -433,19 +402,18 @@ class FastHestonPricer:
             p.rho,
             self._t_unique,
             w_unique,
-            node_x,
-            node_off,
-            tab,
-            tab_off,
+            self._node_x,
+            self._node_off,
+            self._tab,
+            self._tab_off,
             self._order,
             self._starts,
             resolved,
             jac,
         )
         vol_cv = np.sqrt(w_unique / self._t_unique)[self._inverse]
-        bs = np.asarray(
-            black_price(1.0, self._k_exp, self._t, vol_cv, self._call), dtype=np.float64
-        )
+        # the control variate c_BS(k; w) (volcal.black_price's kernel, inputs prepared once)
+        bs = black_price_kernel(self._ones, self._k_exp, self._t, vol_cv, self._call, self._ones)
         live_price = self._scale * (bs + sums[:, 0])
         if self._all_live:
             price = live_price
