@@ -313,3 +313,21 @@ def test_heston_like_fit_gets_per_expiry_rmse_and_inside_share() -> None:
     assert per[(e1, "inside")] == 0.5 and per[(e1, "n_quotes")] == 2
     assert per[(e2, "rmse_iv")] == pytest.approx(0.03, rel=1e-12)  # D is not used
     assert per[(e2, "inside")] == 0.0 and per[(e2, "n_quotes")] == 1
+
+
+def test_heston_weights_follow_the_configured_scheme() -> None:
+    """``weights = "vega_spread"``: Heston weights its squared vol errors by 1/spread^2."""
+    from volcal.jobs import _with_heston_weights
+
+    q = pd.DataFrame(
+        {
+            "filter_reason": ["", "", "", "no bid"],
+            "iv_bid": [0.50, 0.48, np.nan, 0.40],
+            "iv_ask": [0.52, 0.52, 0.55, 0.50],
+        }
+    )
+    w = _with_heston_weights(q, "vega_spread")["heston_weight"].to_numpy()
+    # spreads 0.02 and 0.04: W^2 ratio 4; the one-sided quote gets the smallest weight
+    assert w[0] / w[1] == pytest.approx(4.0, rel=1e-12)
+    assert w[2] == w[1] and w[3] == w[1]
+    assert np.mean(w[:2]) == pytest.approx(1.0, rel=1e-12)

@@ -587,9 +587,30 @@ def _fit_heston(chain: OptionChain, fit: FitSettings) -> Any:
     expiries shorter than ``heston_min_t_days`` are priced but not fitted (docs/heston.md)."""
     from volcal.heston import HestonQuotes, fit_heston
 
-    quotes = HestonQuotes.coerce(chain, tick_coin=EXCHANGE_TICK_COIN.get(chain.exchange))
+    frame, weight_column = chain.quotes, None
+    if fit.weights != "uniform":
+        frame, weight_column = _with_heston_weights(frame, fit.weights), "heston_weight"
+    quotes = HestonQuotes.coerce(
+        frame, tick_coin=EXCHANGE_TICK_COIN.get(chain.exchange), weight_column=weight_column
+    )
     engine: Literal["fast", "quantlib"] = "quantlib" if fit.heston_engine == "quantlib" else "fast"
     return fit_heston(quotes, engine=engine, min_t=fit.heston_min_t_days / 365.0)
+
+
+def _with_heston_weights(quotes: pd.DataFrame, scheme: str) -> pd.DataFrame:
+    """``quotes`` plus ``heston_weight``: the squared quote weights ``W_i^2`` of ``scheme``
+    (:func:`volcal.svi.quotes.quote_weights`, per unit of vol, at the mark vol), since Heston's
+    objective weights squared vol errors; scaled to mean 1. Quotes without the inputs (e.g.
+    one-sided, so no ``iv_bid``/``iv_ask``) get the smallest weight of the chain."""
+    from volcal.svi.quotes import quote_weights
+
+    usable = (quotes["filter_reason"] == "").to_numpy()
+    w = quote_weights(quotes, usable, scheme, vol_column="iv_mark")
+    ok = np.isfinite(w) & (w > 0) & usable
+    if not ok.any():
+        return quotes.assign(heston_weight=1.0)
+    w2 = np.where(ok, w, np.min(w[ok])) ** 2
+    return quotes.assign(heston_weight=w2 / np.mean(w2[ok]))
 
 
 MODEL_FITTERS: dict[str, Callable[[OptionChain, FitSettings], Any]] = {
@@ -609,8 +630,12 @@ def available_models() -> tuple[str, ...]:
 def _fit_settings_record(model: str, fit: FitSettings) -> dict[str, Any]:
     """The settings a model's fit ran with, as stored with its result."""
     if model == "heston":
-        return {"engine": fit.heston_engine, "min_t_days": fit.heston_min_t_days}
-    return {"min_t_days": fit.min_t_days, "min_quotes": fit.min_quotes}
+        return {
+            "engine": fit.heston_engine,
+            "min_t_days": fit.heston_min_t_days,
+            "weights": fit.weights,
+        }
+    return {"min_t_days": fit.min_t_days, "min_quotes": fit.min_quotes, "weights": fit.weights}
 
 
 @contextmanager

@@ -34,7 +34,14 @@ import pandas as pd
 from volcal.errors import ChainValidationError, ParameterError
 from volcal.implied import implied_vol
 
-__all__ = ["WEIGHT_SCHEMES", "SliceQuotes", "quotes_frame", "select_quotes", "slices_from_quotes"]
+__all__ = [
+    "WEIGHT_SCHEMES",
+    "SliceQuotes",
+    "quote_weights",
+    "quotes_frame",
+    "select_quotes",
+    "slices_from_quotes",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -190,16 +197,25 @@ def select_quotes(
         mark(few & (counts == c), f"expiry has {int(c)} < {min_quotes} two-sided OTM quotes")
     used = reason == ""
     df["iv_mid"] = iv_mid
-    df["weight"] = np.where(used, _weights(df, used, weights, spread_floor), np.nan)
+    df["weight"] = np.where(used, quote_weights(df, used, weights, spread_floor), np.nan)
     df["used"] = used
     df["excluded_reason"] = reason.astype(str)
     return df
 
 
-def _weights(
-    df: pd.DataFrame, used: npt.NDArray[np.bool_], scheme: str, spread_floor: float
+def quote_weights(
+    df: pd.DataFrame,
+    used: npt.NDArray[np.bool_],
+    scheme: str,
+    spread_floor: float = 0.005,
+    vol_column: str = "iv_mid",
 ) -> FloatArray:
-    """Quote weights ``W_i`` of ``scheme`` (module docstring); meaningful where ``used``."""
+    """Quote weights ``W_i`` (per unit of vol) of ``scheme`` (module docstring).
+
+    ``df`` needs ``iv_bid``, ``iv_ask`` (``"vega_spread"``) or ``t``, ``k``, ``expiry`` and
+    ``vol_column`` (``"vega"``); the ``"vega"`` scaling runs over the ``used`` rows of each
+    expiry. Rows without the needed inputs get NaN.
+    """
     n = len(df)
     if scheme == "uniform":
         return np.full(n, 1.0 / spread_floor)
@@ -209,8 +225,7 @@ def _weights(
     # "vega": Black vega per unit forward, sqrt(t) phi(d1), at the mid vol, scaled per expiry.
     t = df["t"].to_numpy(dtype=float)
     k = df["k"].to_numpy(dtype=float)
-    sig = df["iv_mid"].to_numpy(dtype=float)
-    out = np.zeros(n)
+    sig = df[vol_column].to_numpy(dtype=float)
     with np.errstate(all="ignore"):
         st = sig * np.sqrt(t)
         d1 = -k / st + 0.5 * st
@@ -218,7 +233,8 @@ def _weights(
     vega = np.where(used & np.isfinite(vega), vega, 0.0)
     expiry = df["expiry"].to_numpy()
     top = pd.Series(vega).groupby(expiry).transform("max").to_numpy()
-    np.divide(vega, top, out=out, where=top > 0)
+    out = np.full(n, np.nan)
+    np.divide(vega, top, out=out, where=used & (top > 0))
     return out / spread_floor
 
 
