@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tests.svi.synthetic import svi_quotes
@@ -25,6 +25,7 @@ from volcal.svi import (
     fit_essvi,
     fit_ssvi,
 )
+from volcal.svi.essvi import essvi_segment_butterfly_free
 
 K_DENSE = np.concatenate([np.linspace(-6.0, 6.0, 2001), np.sinh(np.linspace(-9.0, 9.0, 401))])
 
@@ -99,7 +100,8 @@ def test_ssvi_admissible_params_are_arbitrage_free(
 
 @st.composite
 def essvi_chains(draw: st.DrawFn) -> list[SsviSlice]:
-    """Random slices drawn inside the admissible set of the module docstring of essvi.py."""
+    """Random slices inside the former sufficient calendar set (which implies the necessary and
+    sufficient one of essvi.py), with butterfly-free segments."""
     rho = draw(st.floats(-0.99, 0.99))
     q = 1 + abs(rho)
     psi = draw(st.floats(0.01, 0.999)) * 4 / q
@@ -119,7 +121,10 @@ def essvi_chains(draw: st.DrawFn) -> list[SsviSlice]:
         theta2 = max(p.theta * psi2 / p.psi, psi2 * (psi2 + abs(chi2)) / 4) * (
             1 + draw(st.floats(0.0, 1.0))
         )
-        out.append(SsviSlice(theta2, chi2 / psi2, psi2))
+        s2 = SsviSlice(theta2, chi2 / psi2, psi2)
+        # the surface rule's segment must keep GJ's butterfly conditions (essvi.py docstring)
+        assume(essvi_segment_butterfly_free(p, s2))
+        out.append(s2)
     return out
 
 
@@ -236,3 +241,34 @@ def test_fit_essvi_constrained_slice_stays_admissible() -> None:
     assert isinstance(surf, EssviSurface)
     assert surf.nodes_arbitrage_free
     assert fit.arbitrage.arbitrage_free
+
+
+@pytest.mark.parametrize("eps", [0.0, 1.0])
+def test_ssvi_kernel_jacobian_against_finite_differences(eps: float) -> None:
+    from volcal.svi.ssvi import _ssvi_residuals
+
+    rng = np.random.default_rng(11)
+    n = 3
+    owner = np.repeat(np.arange(n), 6).astype(np.int64)
+    k = np.tile(np.linspace(-0.5, 0.4, 6), n)
+    t = np.array([0.05, 0.2, 0.6])[owner]
+    vm = 0.55 + 0.4 * k**2
+    vb, va = vm - 0.02, vm + 0.02
+    sw = rng.uniform(5, 50, k.size)
+    sqn = np.full(k.size, math.sqrt(6.0))
+    x = np.array([0.01, 0.02, 0.05, -0.3, 0.4, 0.3])  # theta_1, d_2, d_3, rho, s, gamma
+    m = k.size
+    r = np.empty(2 * m)
+    jac = np.empty((2 * m, x.size))
+    _ssvi_residuals(x, n, k, t, owner, vb, va, vm, sw, 0.1, eps, sqn, r, jac, True)
+    for j in range(x.size):
+        h = 1e-6 * max(abs(x[j]), 1e-3)
+        xp, xm = x.copy(), x.copy()
+        xp[j] += h
+        xm[j] -= h
+        rp, rm = np.empty_like(r), np.empty_like(r)
+        dummy = np.empty((1, x.size))
+        _ssvi_residuals(xp, n, k, t, owner, vb, va, vm, sw, 0.1, eps, sqn, rp, dummy, False)
+        _ssvi_residuals(xm, n, k, t, owner, vb, va, vm, sw, 0.1, eps, sqn, rm, dummy, False)
+        np.testing.assert_allclose(jac[:, j], (rp - rm) / (2 * h), rtol=2e-4, atol=1e-6)
+    assert np.count_nonzero(r[:m]) > m // 2  # the band term is exercised

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.optimize import least_squares
+from numba import njit
 
 from volcal.errors import ArbitrageWarning, ConvergenceWarning, ParameterError
 from volcal.surface import ForwardCurve, SmileSurface, butterfly_g
@@ -257,15 +257,51 @@ class XssviSurfaceBase(SmileSurface):
     def derivatives(
         self, k: npt.ArrayLike, t: npt.ArrayLike
     ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-        kk, tt = np.broadcast_arrays(np.asarray(k, dtype=float), np.asarray(t, dtype=float))
-        out = [np.full(kk.shape, np.nan) for _ in range(4)]
-        sel = np.isfinite(tt) & (tt > 0)
-        if sel.any():
-            th, ps, ch, dth, dps, dch = self.curves(tt[sel])
-            w, w1, w2, wth, wps, wch = xssvi_parts(kk[sel], th, ps, ch)
-            out[0][sel], out[1][sel], out[2][sel] = w, w1, w2
-            out[3][sel] = wth * dth + wps * dps + wch * dch
-        return out[0], out[1], out[2], out[3]
+        k_arr = np.asarray(k, dtype=float)
+        t_arr = np.asarray(t, dtype=float)
+        shape = np.broadcast_shapes(k_arr.shape, t_arr.shape)
+        # the curves depend on t only: evaluate them once per distinct time of the (usually
+        # small, un-broadcast) t argument, then a compiled loop over the (k, t) points
+        tu, inv = np.unique(t_arr.ravel(), return_inverse=True)
+        ok = np.isfinite(tu) & (tu > 0)
+        curves = np.full((6, tu.size), np.nan)
+        if ok.any():
+            curves[:, ok] = np.asarray(self.curves(tu[ok]))
+        kb = np.ascontiguousarray(np.broadcast_to(k_arr, shape), dtype=float).ravel()
+        ib = np.ascontiguousarray(
+            np.broadcast_to(inv.reshape(t_arr.shape), shape), dtype=np.int64
+        ).ravel()
+        out = np.empty((4, kb.size))
+        _xssvi_eval(kb, ib, curves, out)
+        return (
+            out[0].reshape(shape),
+            out[1].reshape(shape),
+            out[2].reshape(shape),
+            out[3].reshape(shape),
+        )
+
+
+@njit(cache=True)
+def _xssvi_eval(
+    k: FloatArray, idx: npt.NDArray[np.int64], curves: FloatArray, out: FloatArray
+) -> None:  # pragma: no cover - compiled
+    """``out[:, i] = (w, dw/dk, d2w/dk2, dw/dt)`` at ``k[i]`` on the curves
+    ``(theta, psi, chi, dtheta/dt, dpsi/dt, dchi/dt) = curves[:, idx[i]]`` (as
+    :func:`xssvi_parts`; NaN where the curves are NaN)."""
+    for i in range(k.size):
+        j = idx[i]
+        th = curves[0, j]
+        ps = curves[1, j]
+        ch = curves[2, j]
+        kk = k[i]
+        r = math.sqrt(ps * ps * kk * kk + 2.0 * ch * th * kk + th * th)
+        out[0, i] = 0.5 * (th + ch * kk + r)
+        out[1, i] = 0.5 * (ch + (ps * ps * kk + ch * th) / r)
+        out[2, i] = 0.5 * th * th * (ps * ps - ch * ch) / (r * r * r)
+        w_th = 0.5 * (1.0 + (ch * kk + th) / r)
+        w_ps = 0.5 * ps * kk * kk / r
+        w_ch = 0.5 * kk * (1.0 + th / r)
+        out[3, i] = w_th * curves[3, j] + w_ps * curves[4, j] + w_ch * curves[5, j]
 
 
 def _theta_curve(
@@ -384,16 +420,27 @@ class SsviSettings:
     rho_starts:
         Starting values of ``rho`` (one least-squares run each; the best is kept).
     max_nfev:
-        Limit on residual evaluations of each least-squares run.
+        Limit on Levenberg-Marquardt iterations of each run.
     psi_margin:
         Relative margin kept from the strict bound ``psi (1 + |rho|) < 4`` (eSSVI).
+    huber:
+        With ``huber > 0`` a quote's distance outside its band, in units of its
+        spread (``z = W dist``), costs the pseudo-Huber ``2 h**2 (sqrt(1 + (z/h)**2) - 1)``
+        instead of ``z**2``: quadratic within ``h`` spreads, linear ("costs its distance")
+        beyond. ``0`` keeps squares.
+
+    The defaults (``mid_weight = 0.01``, ``band_shrink = 0.3``, ``huber = 0.1``) were chosen
+    on every 20th shared Deribit snapshot and confirmed on two disjoint samples (offsets 7
+    and 13): eSSVI quotes inside bid/ask 73.1 % / 73.5 % against 62.5 % / 62.9 % with the
+    former ``(0.1, 0.2, 0)`` (``docs/svi.md``).
     """
 
-    mid_weight: float = 0.1
-    band_shrink: float = 0.2
+    mid_weight: float = 0.01
+    band_shrink: float = 0.3
     rho_starts: tuple[float, ...] = (-0.4, 0.0, 0.4)
     max_nfev: int = 400
     psi_margin: float = 1e-6
+    huber: float = 0.1
 
 
 class _Quotes:
@@ -460,42 +507,181 @@ class _SolverResult:
     message: str
 
 
-def _solve(
-    fun: Any, x0s: Sequence[FloatArray], lo: FloatArray, hi: FloatArray, max_nfev: int
-) -> tuple[_SolverResult, int]:
-    """Bounded least squares (SciPy TRF) from several starts; the best result and total nfev."""
-    best: _SolverResult | None = None
-    total = 0
-    for x0 in x0s:
-        res = least_squares(
-            fun,
-            np.clip(x0, lo, hi),
-            bounds=(lo, hi),
-            method="trf",
-            x_scale="jac",
-            max_nfev=max_nfev,
-            xtol=1e-13,
-            ftol=1e-14,
-            gtol=1e-14,
-        )
-        total += int(res.nfev)
-        cand = _SolverResult(
-            np.asarray(res.x, dtype=float),
-            float(2.0 * res.cost),
-            bool(res.status > 0),
-            int(res.nfev),
-            str(res.message),
-        )
-        if best is None or cand.cost < best.cost:
-            best = cand
-    assert best is not None
-    return best, total
+@njit(cache=True)
+def _ssvi_residuals(
+    x: FloatArray,
+    n: int,
+    k: FloatArray,
+    t: FloatArray,
+    owner: npt.NDArray[np.int64],
+    vb: FloatArray,
+    va: FloatArray,
+    vm: FloatArray,
+    sw: FloatArray,
+    lam: float,
+    eps: float,
+    sqn: FloatArray,
+    r: FloatArray,
+    jac: FloatArray,
+    want_jac: bool,
+) -> None:  # pragma: no cover - compiled
+    """Residuals (as :meth:`_Quotes.residuals`) of ``x = (theta_1, d_2..d_n, rho, s, gamma)``
+    with ``theta_i = theta_1 + sum_{j<=i} d_j``, ``eta = 2 s/(1 + |rho|)``; and, when
+    ``want_jac``, their analytic Jacobian."""
+    m = k.size
+    rho, s, gam = x[n], x[n + 1], x[n + 2]
+    sg = 1.0 if rho >= 0.0 else -1.0
+    q = 1.0 + abs(rho)
+    eta = 2.0 * s / q
+    theta = np.empty(n)
+    theta[0] = x[0]
+    for i in range(1, n):
+        theta[i] = theta[i - 1] + x[i]
+    psi = np.empty(n)
+    dps_dth = np.empty(n)
+    dps_dg = np.empty(n)
+    for i in range(n):
+        th = theta[i]
+        psi[i] = eta * th ** (1.0 - gam) * (1.0 + th) ** (gam - 1.0)
+        dps_dth[i] = psi[i] * (1.0 - gam) / (th * (1.0 + th))
+        dps_dg[i] = psi[i] * math.log((1.0 + th) / th)
+    deta_drho = -eta * sg / q
+    deta_ds = 2.0 / q
+    if want_jac:
+        jac[:, :] = 0.0
+    for i in range(m):
+        j = owner[i]
+        th = theta[j]
+        ps = psi[j]
+        ch = rho * ps
+        kk = k[i]
+        rr = math.sqrt(ps * ps * kk * kk + 2.0 * ch * th * kk + th * th)
+        w = 0.5 * (th + ch * kk + rr)
+        if w < 1e-300:
+            w = 1e-300
+        sig = math.sqrt(w / t[i])
+        if sig < vb[i]:
+            dist = sig - vb[i]
+        elif sig > va[i]:
+            dist = sig - va[i]
+        else:
+            dist = 0.0
+        a1 = sw[i] if dist != 0.0 else 0.0
+        if eps > 0.0 and dist != 0.0:
+            # pseudo-Huber in spread units (SsviSettings.huber; as in volcal.svi.essvi)
+            z = sw[i] * dist * sqn[i]
+            root = math.sqrt(1.0 + (z / eps) ** 2)
+            rho_z = 2.0 * eps * eps * (root - 1.0)
+            rr_z = math.sqrt(rho_z) if rho_z > 0.0 else abs(z)
+            r[i] = math.copysign(rr_z, z) / sqn[i]
+            if rr_z > 0.0:
+                a1 = sw[i] * abs(z) / (root * rr_z)
+        else:
+            r[i] = sw[i] * dist
+        r[m + i] = sw[i] * lam * (sig - vm[i])
+        if want_jac:
+            w_th = 0.5 * (1.0 + (ch * kk + th) / rr)
+            w_ps = 0.5 * ps * kk * kk / rr
+            w_ch = 0.5 * kk * (1.0 + th / rr)
+            ds = 1.0 / (2.0 * sig * t[i])
+            w_psi_tot = w_ps + rho * w_ch  # d w / d psi at fixed rho
+            # theta_j depends on x_0..x_j
+            g_th = ds * (w_th + w_psi_tot * dps_dth[j])
+            g_rho = ds * (w_psi_tot * ps / eta * deta_drho + w_ch * ps)
+            g_s = ds * w_psi_tot * ps / eta * deta_ds
+            g_g = ds * w_psi_tot * dps_dg[j]
+            a2 = sw[i] * lam
+            for c in range(j + 1):
+                jac[i, c] = a1 * g_th
+                jac[m + i, c] = a2 * g_th
+            jac[i, n] = a1 * g_rho
+            jac[m + i, n] = a2 * g_rho
+            jac[i, n + 1] = a1 * g_s
+            jac[m + i, n + 1] = a2 * g_s
+            jac[i, n + 2] = a1 * g_g
+            jac[m + i, n + 2] = a2 * g_g
+
+
+@njit(cache=True)
+def _ssvi_lm(
+    x0: FloatArray,
+    lo: FloatArray,
+    hi: FloatArray,
+    n: int,
+    k: FloatArray,
+    t: FloatArray,
+    owner: npt.NDArray[np.int64],
+    vb: FloatArray,
+    va: FloatArray,
+    vm: FloatArray,
+    sw: FloatArray,
+    lam: float,
+    eps: float,
+    sqn: FloatArray,
+    max_iter: int,
+) -> tuple[FloatArray, float, int, bool]:  # pragma: no cover - compiled
+    """Projected Levenberg-Marquardt on the box ``lo <= x <= hi`` (Marquardt scaling; bound
+    variables whose gradient points outwards are frozen). Returns ``(x, cost, nfev,
+    converged)``."""
+    m = k.size
+    p = x0.size
+    r = np.empty(2 * m)
+    rn = np.empty(2 * m)
+    jac = np.empty((2 * m, p))
+    dummy = np.empty((1, p))
+    x = np.minimum(np.maximum(x0, lo), hi)
+    _ssvi_residuals(x, n, k, t, owner, vb, va, vm, sw, lam, eps, sqn, r, jac, True)
+    cost = float(r @ r)
+    nfev = 1
+    damp = 1e-3
+    converged = False
+    for _ in range(max_iter):
+        g = jac.T @ r
+        hm = jac.T @ jac
+        a = np.zeros((p, p))
+        rhs = np.zeros(p)
+        for i in range(p):
+            free_i = not ((x[i] <= lo[i] and g[i] > 0.0) or (x[i] >= hi[i] and g[i] < 0.0))
+            if free_i:
+                rhs[i] = -g[i]
+                for j in range(p):
+                    free_j = not ((x[j] <= lo[j] and g[j] > 0.0) or (x[j] >= hi[j] and g[j] < 0.0))
+                    if free_j:
+                        a[i, j] = hm[i, j]
+                a[i, i] += damp * (hm[i, i] + 1e-18) + 1e-300
+            else:
+                a[i, i] = 1.0
+        dx = np.linalg.solve(a, rhs)
+        xn = np.minimum(np.maximum(x + dx, lo), hi)
+        step = 0.0
+        for j in range(p):
+            step = max(step, abs(xn[j] - x[j]) / (abs(x[j]) + 1e-8))
+        _ssvi_residuals(xn, n, k, t, owner, vb, va, vm, sw, lam, eps, sqn, rn, dummy, False)
+        nfev += 1
+        cn = float(rn @ rn)
+        if cn < cost:
+            rel = (cost - cn) / max(cost, 1e-300)
+            x = xn
+            cost = cn
+            _ssvi_residuals(x, n, k, t, owner, vb, va, vm, sw, lam, eps, sqn, r, jac, True)
+            damp = max(damp * 0.3, 1e-9)
+            if rel < 1e-12 or step < 1e-12:
+                converged = True
+                break
+        else:
+            damp *= 5.0
+            if damp > 1e10 or step < 1e-14:
+                converged = True
+                break
+    return x, cost, nfev, converged
 
 
 def calibrate_ssvi(
     slices: Sequence[SliceQuotes], settings: SsviSettings
 ) -> tuple[FloatArray, SsviParams, _SolverResult, int]:
-    """Fit ``(theta_1..n, rho, eta, gamma)`` jointly; returns thetas, params, best run, nfev."""
+    """Fit ``(theta_1..n, rho, eta, gamma)`` jointly (compiled Levenberg-Marquardt with the
+    analytic Jacobian, from ``len(settings.rho_starts)`` starts); returns thetas, params, best
+    run, nfev."""
     n = len(slices)
     q = _Quotes(slices, settings)
     th0 = _atm_thetas(slices)
@@ -503,13 +689,36 @@ def calibrate_ssvi(
     lo = np.concatenate([[1e-8], np.zeros(n - 1), [-0.999, 1e-6, 0.0]])
     hi = np.concatenate([[np.inf], np.full(n - 1, np.inf), [0.999, 1.0, 0.5]])
     x0s = [np.concatenate([[th0[0]], d0, [rho, 0.5, 0.4]]) for rho in settings.rho_starts]
-
-    def fun(x: FloatArray) -> FloatArray:
-        return q.residuals(_ssvi_w(x, n, q))
-
-    best, nfev = _solve(fun, x0s, lo, hi, settings.max_nfev)
+    owner = np.ascontiguousarray(q.slice_of, dtype=np.int64)
+    sqn = np.sqrt(np.bincount(owner).astype(float))[owner]
+    best: _SolverResult | None = None
+    total = 0
+    for x0 in x0s:
+        x, cost, nfev, ok = _ssvi_lm(
+            np.clip(x0, lo, hi),
+            lo,
+            hi,
+            n,
+            q.k,
+            q.t,
+            owner,
+            q.vb,
+            q.va,
+            q.vm,
+            q.sw,
+            float(q.lam),
+            float(settings.huber),
+            sqn,
+            int(settings.max_nfev),
+        )
+        total += int(nfev)
+        msg = "converged" if ok else f"stopped at {settings.max_nfev} iterations"
+        cand = _SolverResult(np.asarray(x, dtype=float), float(cost), bool(ok), int(nfev), msg)
+        if best is None or cand.cost < best.cost:
+            best = cand
+    assert best is not None
     theta, params = _ssvi_unpack(best.x, n)
-    return theta, params, best, nfev
+    return theta, params, best, total
 
 
 def fit_ssvi(
@@ -558,7 +767,7 @@ def fit_ssvi(
     )
     sl = surface.slices()
     rows = [
-        _slice_row(sv, best.success, "ssvi-trf") | {"eta": params.eta, "gamma": params.gamma}
+        _slice_row(sv, best.success, "ssvi-lm") | {"eta": params.eta, "gamma": params.gamma}
         for sv in sl
     ]
     fit = assemble_fit(
