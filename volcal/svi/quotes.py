@@ -191,7 +191,11 @@ def select_quotes(
         iv_mid = 0.5 * (ivb + iva)
     mark(~np.isfinite(iv_mid), "no implied vol at mid")
     used = reason == ""
-    counts = pd.Series(used).groupby(df["expiry"].to_numpy()).transform("sum").to_numpy()
+    codes = pd.factorize(df["expiry"])[0]
+    valid = codes >= 0
+    n_expiries = max(int(codes.max(initial=-1)) + 1, 1)
+    counts = np.bincount(codes[valid], weights=used[valid], minlength=n_expiries)
+    counts = np.where(valid, counts[np.maximum(codes, 0)], np.inf)
     few = used & (counts < min_quotes)
     for c in np.unique(counts[few]):
         mark(few & (counts == c), f"expiry has {int(c)} < {min_quotes} two-sided OTM quotes")
@@ -231,8 +235,10 @@ def quote_weights(
         d1 = -k / st + 0.5 * st
         vega = np.sqrt(t) * np.exp(-0.5 * d1 * d1)  # sqrt(2 pi) vega / F
     vega = np.where(used & np.isfinite(vega), vega, 0.0)
-    expiry = df["expiry"].to_numpy()
-    top = pd.Series(vega).groupby(expiry).transform("max").to_numpy()
+    codes = pd.factorize(df["expiry"])[0]
+    top = np.zeros(max(int(codes.max(initial=-1)) + 1, 0))
+    np.maximum.at(top, codes[codes >= 0], vega[codes >= 0])
+    top = np.where(codes >= 0, top[np.maximum(codes, 0)], 0.0)
     out = np.full(n, np.nan)
     np.divide(vega, top, out=out, where=used & (top > 0))
     return out / spread_floor
