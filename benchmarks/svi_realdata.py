@@ -10,7 +10,8 @@ quote filters unless ``--max-rel-spread`` is given), fits each model on expiries
 ``t > 2 days`` and at least 6 two-sided OTM quotes, and prints per model: exceptions,
 degenerate slices (fitted vols outside bid/ask for most quotes), the share of surfaces free of
 butterfly and calendar arbitrage on the dense grid, the share of quotes inside bid/ask, the
-RMSE to mid per tenor bucket (median, p95, max) and the time per chain. ``--repair`` fits the
+RMSE to mid per tenor bucket (median, p95, max), the time per chain and, for raw SVI, how much
+the surface's running envelope lifts the fitted smiles at their quotes. ``--repair`` fits the
 chains after :func:`volcal.svi.repair_quotes`.
 """
 
@@ -42,6 +43,25 @@ BUCKETS = [
 MODELS: dict[str, Callable[..., Any]] = {"svi": fit_svi, "ssvi": fit_ssvi, "essvi": fit_essvi}
 
 
+def _envelope_lift(fit: Any) -> tuple[float, int]:
+    """How much the running envelope of :class:`~volcal.svi.svi_surface.SviSurface` moves the
+    fitted raw SVI smiles at their own quotes: (max lift in decimal vol, quotes lifted by more
+    than 1e-6 vol)."""
+    surf = fit.surface
+    used = fit.quotes[fit.quotes["used"]]
+    worst, n = 0.0, 0
+    for i, (t, p) in enumerate(zip(surf.t, surf.params, strict=True)):
+        k = used.loc[np.isclose(used["t"].to_numpy(dtype=float), t), "k"].to_numpy(dtype=float)
+        if not k.size:
+            continue
+        own = np.sqrt(np.maximum(p.total_variance(k), 0.0) / t)
+        env = np.sqrt(np.maximum(surf.envelope(k, i)[0], 0.0) / t)
+        lift = env - own
+        worst = max(worst, float(lift.max()))
+        n += int(np.sum(lift > 1e-6))
+    return worst, n
+
+
 def report(
     model: str, res: pd.DataFrame, sl: pd.DataFrame, inside: np.ndarray, errors: list
 ) -> None:
@@ -62,6 +82,8 @@ def report(
         f"of both: {(res['butterfly_free'] & res['calendar_free']).mean():.1%}"
     )
     print(f"min g over all surfaces: {res['g_min'].min():.3g}")
+    if "method" in sl.columns:
+        print(f"slices per method: {sl['method'].value_counts().to_dict()}")
     print(f"quotes inside bid/ask: {inside.mean():.2%} of {inside.size}")
     print("RMSE to mid (decimal vol) per tenor bucket: median / p95 / max")
     for lo, hi, name in BUCKETS:
@@ -72,6 +94,12 @@ def report(
                 f"  {name:>7} n={len(b):5d}  {r.median():.4f} / {r.quantile(0.95):.4f} / "
                 f"{r.max():.4f}   inside {b['inside'].mean():.1%}"
             )
+    if "lift_max" in res.columns and res["lift_max"].notna().any():
+        print(
+            "running envelope (safety net) lift of the fitted smiles at the quotes: max "
+            f"{res['lift_max'].max():.2e} decimal vol, quotes lifted by > 1e-6 vol: "
+            f"{int(res['lift_n'].sum())}"
+        )
     print(
         f"time per chain: median {res['time_s'].median() * 1e3:.0f} ms, "
         f"p95 {res['time_s'].quantile(0.95) * 1e3:.0f} ms, max {res['time_s'].max():.2f} s"
@@ -116,6 +144,7 @@ def main() -> None:
                     out[m]["errors"].append((sid, ccy, traceback.format_exc(limit=3)))
                     continue
                 dt = time.perf_counter() - t0
+                lift_max, lift_n = _envelope_lift(fit) if m == "svi" else (np.nan, 0)
                 used = fit.quotes[fit.quotes["used"]]
                 out[m]["inside"].append((used["outside_iv"] == 0.0).to_numpy())
                 out[m]["rows"].append(
@@ -129,6 +158,8 @@ def main() -> None:
                         "converged": fit.optimizer.converged,
                         "inside": fit.inside_share,
                         "rmse_iv": fit.rmse_iv,
+                        "lift_max": lift_max,
+                        "lift_n": lift_n,
                     }
                 )
                 for _, p in fit.params.iterrows():
@@ -139,6 +170,7 @@ def main() -> None:
                             "rmse_iv": p["rmse_iv"],
                             "inside": p["inside"],
                             "converged": p["converged"],
+                            "method": p.get("method", ""),
                         }
                     )
     total = time.perf_counter() - start

@@ -118,14 +118,6 @@ def test_unknown_symbol(chain) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.realdata
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason=(
-        "known SVI defect (issue 4, open): on this BTC snapshot fit_svi returns a degenerate "
-        "27MAR26 slice (rmse_iv 0.21, 0 % inside bid/ask; ATM vol 0.74 against marks 0.53), so "
-        "the vega add-on differs by 41 %; margin itself is not at fault"
-    ),
-    strict=False,
-)
 def test_svi_and_marks_surfaces_agree(btc_chains) -> None:  # type: ignore[no-untyped-def]
     # margin depends only on the surface protocol: the SVI fit (volcal.fit_svi) and the
     # interpolated marks of the same chain give nearly the same straddle margin
@@ -159,3 +151,21 @@ def test_top_level_margin_is_the_risk_function(chain) -> None:  # type: ignore[n
     a = volcal.margin(pf, SMILE, chain, PARAMS)
     b = volcal.risk.margin(pf, SMILE, chain, PARAMS)
     assert a.initial_margin_coin == b.initial_margin_coin
+
+
+def test_confidence_scale_multiplies_the_risk_margin(chain) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    pf = pd.DataFrame({"symbol": ["BTC-27MAR26-80000-C", "BTC-27MAR26-70000-P"], "quantity": -1.0})
+    r1 = margin(pf, SMILE, chain, PARAMS)
+    r2 = margin(pf, SMILE, chain, replace(PARAMS, confidence_scale=0.4))
+    c = r1.components
+    risk = max(c["scenario"]["coin"], c["greek"]["coin"])
+    assert c["risk"]["coin"] == pytest.approx(risk, rel=1e-15)
+    liq = c["liquidity_addon"]["coin"]
+    assert r1.initial_margin_coin == pytest.approx(risk + liq, rel=1e-14)
+    assert r2.initial_margin_coin == pytest.approx(0.4 * risk + liq, rel=1e-14)
+    risk_mm = c["risk_mm"]["coin"]
+    assert r2.maintenance_margin_coin == pytest.approx(0.4 * risk_mm + liq, rel=1e-14)
+    with pytest.raises(ValueError, match="confidence_scale"):
+        replace(PARAMS, confidence_scale=0.0)

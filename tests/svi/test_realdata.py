@@ -63,10 +63,6 @@ def test_svi_on_real_chains(chains: list[OptionChain]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 4 acceptance (>= 97% inside bid/ask) not met yet: see docs/svi.md",
-    strict=False,
-)
 def test_acceptance_on_real_chains(chains: list[OptionChain]) -> None:
     for chain in chains:
         with warnings.catch_warnings():

@@ -643,3 +643,423 @@ def svi_g_jac(
             de = -kk / 2.0 * (dw1[j] / w - w1 / (w * w) * dw[j])
             dg[i, j] = 2.0 * e * de - c1 * dw1[j] + c2 * dw[j] + 0.5 * dw2[j]
     return g, dg
+
+
+# --- constrained slice fit: augmented Lagrangian with a Levenberg-Marquardt inner solver ------
+#
+# Coordinates ``z = (a, p, c, m, ln sigma)`` with ``p = b (1 - rho)`` and ``c = b (1 + rho)``
+# the asymptotic wing slopes of ``w``. With ``y = k - m``, ``r = sqrt(y**2 + sigma**2)``,
+# ``A = (r + y)/2``, ``B = (r - y)/2``::
+#
+#     w   = a + c A + p B
+#     w'  = (c A - p B) / r
+#     w'' = (c + p) sigma**2 / (2 r**3)
+#
+# ``w`` is linear in ``(a, p, c)`` and Lee's bound ``b (1 +- rho) <= 2`` is a box.
+
+
+@njit(cache=True)
+def _z_parts(
+    z: FloatArray, k: float, dw: FloatArray, dw1: FloatArray, dw2: FloatArray
+) -> tuple[float, float, float]:  # pragma: no cover - compiled
+    """``(w, w', w'')`` at ``k`` and their gradients in ``z`` (written into dw, dw1, dw2)."""
+    a = z[0]
+    p = z[1]
+    c = z[2]
+    m = z[3]
+    s = math.exp(z[4])
+    s2 = s * s
+    y = k - m
+    r = math.sqrt(y * y + s2)
+    r3 = r * r * r
+    r5 = r3 * r * r
+    aa = 0.5 * (r + y)
+    bb = 0.5 * (r - y)
+    cp = c + p
+    w = a + c * aa + p * bb
+    w1 = (c * aa - p * bb) / r
+    w2 = 0.5 * cp * s2 / r3
+    w3 = -1.5 * cp * s2 * y / r5
+    dw[0] = 1.0
+    dw[1] = bb
+    dw[2] = aa
+    dw[3] = -w1
+    dw[4] = 0.5 * cp * s2 / r
+    dw1[0] = 0.0
+    dw1[1] = -bb / r
+    dw1[2] = aa / r
+    dw1[3] = -w2
+    dw1[4] = -0.5 * cp * y * s2 / r3
+    dw2[0] = 0.0
+    dw2[1] = 0.5 * s2 / r3
+    dw2[2] = 0.5 * s2 / r3
+    dw2[3] = -w3
+    dw2[4] = 0.5 * cp * (2.0 * s2 / r3 - 3.0 * s2 * s2 / r5)
+    return w, w1, w2
+
+
+@njit(cache=True)
+def z_g_jac(z: FloatArray, k: FloatArray) -> tuple[FloatArray, FloatArray]:  # pragma: no cover
+    """Butterfly function ``g(k)`` (GJ 2014, eq. 2.1) and its Jacobian ``(n, 5)`` in ``z``;
+    ``g = -1`` with a zero gradient where ``w <= 0``."""
+    n = k.shape[0]
+    g = np.empty(n)
+    dg = np.zeros((n, 5))
+    dw = np.empty(5)
+    dw1 = np.empty(5)
+    dw2 = np.empty(5)
+    for i in range(n):
+        kk = k[i]
+        w, w1, w2 = _z_parts(z, kk, dw, dw1, dw2)
+        if not w > 0.0:
+            g[i] = -1.0
+            continue
+        e = 1.0 - kk * w1 / (2.0 * w)
+        g[i] = e * e - w1 * w1 / 4.0 * (1.0 / w + 0.25) + w2 / 2.0
+        c1 = w1 / 2.0 * (1.0 / w + 0.25)
+        c2 = w1 * w1 / (4.0 * w * w)
+        for j in range(5):
+            de = -kk / 2.0 * (dw1[j] / w - w1 / (w * w) * dw[j])
+            dg[i, j] = 2.0 * e * de - c1 * dw1[j] + c2 * dw[j] + 0.5 * dw2[j]
+    return g, dg
+
+
+@njit(cache=True)
+def svi_g_values(
+    a: float, b: float, rho: float, m: float, sigma: float, k: FloatArray
+) -> FloatArray:  # pragma: no cover - compiled
+    """``g(k)`` of a raw SVI smile (GJ 2014, eq. 2.1), ``-1`` where ``w <= 0`` (no Jacobian)."""
+    n = k.shape[0]
+    g = np.empty(n)
+    s2 = sigma * sigma
+    for i in range(n):
+        kk = k[i]
+        y = kk - m
+        r = math.sqrt(y * y + s2)
+        w = a + b * (rho * y + r)
+        if not w > 0.0:
+            g[i] = -1.0
+            continue
+        w1 = b * (rho + y / r)
+        w2 = b * s2 / (r * r * r)
+        e = 1.0 - kk * w1 / (2.0 * w)
+        g[i] = e * e - w1 * w1 / 4.0 * (1.0 / w + 0.25) + w2 / 2.0
+    return g
+
+
+@njit(cache=True)
+def _al_eval(
+    z: FloatArray,
+    k: FloatArray,
+    t: float,
+    vb: FloatArray,
+    va: FloatArray,
+    vm: FloatArray,
+    sw: FloatArray,
+    lam: float,
+    kg: FloatArray,
+    g_margin: float,
+    kc: FloatArray,
+    wc: FloatArray,
+    sc: FloatArray,
+    theta: float,
+    w_floor: float,
+    mult: FloatArray,
+    rho: float,
+    jtj: FloatArray,
+    jtr: FloatArray,
+    cons: FloatArray,
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """Augmented-Lagrangian merit ``Phi = f + sum (rho/2) max(0, mult/rho - c)**2`` at ``z``.
+
+    Fills the Gauss-Newton ``J'J`` and ``J'R`` of the residual form and the constraint values
+    ``cons`` (``g(kg) - g_margin``, the scaled minimum variance, ``sc (w(kc) - wc)/theta``).
+    Returns ``(Phi, f)``.
+    """
+    jtj[:, :] = 0.0
+    jtr[:] = 0.0
+    dw = np.empty(5)
+    dw1 = np.empty(5)
+    dw2 = np.empty(5)
+    row = np.empty(5)
+    f = 0.0
+    for i in range(k.shape[0]):
+        w, _, _ = _z_parts(z, k[i], dw, dw1, dw2)
+        if w > 0.0:
+            sig = math.sqrt(w / t)
+            ds = 1.0 / (2.0 * sig * t)
+        else:
+            sig = 0.0
+            ds = 0.0
+        if sig < vb[i]:
+            r1 = sig - vb[i]
+        elif sig > va[i]:
+            r1 = sig - va[i]
+        else:
+            r1 = 0.0
+        r2 = lam * (sig - vm[i])
+        wt = sw[i]
+        f += wt * wt * (r1 * r1 + r2 * r2)
+        # residuals r1 (jacobian only outside the band) and r2
+        for jj in range(5):
+            row[jj] = wt * ds * dw[jj]
+        c1 = 1.0 if r1 != 0.0 else 0.0
+        for a_ in range(5):
+            jtr[a_] += row[a_] * wt * (c1 * r1 + lam * r2)
+            for b_ in range(a_, 5):
+                jtj[a_, b_] += row[a_] * row[b_] * (c1 + lam * lam)
+    phi = f
+    hr = math.sqrt(0.5 * rho)
+    ng = kg.shape[0]
+    nc = kc.shape[0]
+    for i in range(ng + 1 + nc):
+        if i < ng:
+            kk = kg[i]
+            w, w1, w2 = _z_parts(z, kk, dw, dw1, dw2)
+            if w > 0.0:
+                e = 1.0 - kk * w1 / (2.0 * w)
+                val = e * e - w1 * w1 / 4.0 * (1.0 / w + 0.25) + w2 / 2.0 - g_margin
+                q1 = w1 / 2.0 * (1.0 / w + 0.25)
+                q2 = w1 * w1 / (4.0 * w * w)
+                for jj in range(5):
+                    de = -kk / 2.0 * (dw1[jj] / w - w1 / (w * w) * dw[jj])
+                    row[jj] = 2.0 * e * de - q1 * dw1[jj] + q2 * dw[jj] + 0.5 * dw2[jj]
+            else:
+                # w <= 0 here: the minimum-variance constraint pulls w up; g has no gradient
+                val = -1.0 - g_margin
+                for jj in range(5):
+                    row[jj] = 0.0
+        elif i == ng:
+            # minimum variance a + sigma sqrt(p c) >= w_floor theta (p c >= 0 on the box)
+            s = math.exp(z[4])
+            pc = max(z[1] * z[2], 1e-300)
+            sq = math.sqrt(pc)
+            val = (z[0] + s * sq) / theta - w_floor
+            row[0] = 1.0 / theta
+            row[1] = s * z[2] / (2.0 * sq) / theta
+            row[2] = s * z[1] / (2.0 * sq) / theta
+            row[3] = 0.0
+            row[4] = s * sq / theta
+        else:
+            j = i - ng - 1
+            w, _, _ = _z_parts(z, kc[j], dw, dw1, dw2)
+            val = sc[j] * (w - wc[j]) / theta
+            for jj in range(5):
+                row[jj] = sc[j] * dw[jj] / theta
+        cons[i] = val
+        act = mult[i] / rho - val
+        if act > 0.0:
+            res = hr * act
+            phi += res * res
+            for a_ in range(5):
+                jtr[a_] += -hr * row[a_] * res
+                for b_ in range(a_, 5):
+                    jtj[a_, b_] += hr * hr * row[a_] * row[b_]
+    for a_ in range(5):
+        for b_ in range(a_):
+            jtj[a_, b_] = jtj[b_, a_]
+    return phi, f
+
+
+@njit(cache=True)
+def _solve_damped(
+    jtj: FloatArray, jtr: FloatArray, free: np.ndarray, nu: float
+) -> tuple[FloatArray, bool]:  # pragma: no cover - compiled
+    """Solve ``(J'J + nu diag(J'J)) d = -J'R`` over the free coordinates (Cholesky)."""
+    n = 5
+    a = np.zeros((n, n))
+    rhs = np.zeros(n)
+    for i in range(n):
+        if free[i]:
+            rhs[i] = -jtr[i]
+            for j in range(n):
+                if free[j]:
+                    a[i, j] = jtj[i, j]
+            a[i, i] += nu * max(jtj[i, i], 1e-12) + 1e-15
+        else:
+            a[i, i] = 1.0
+    # Cholesky
+    low = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1):
+            s = a[i, j]
+            for q in range(j):
+                s -= low[i, q] * low[j, q]
+            if i == j:
+                if s <= 0.0:
+                    return rhs, False
+                low[i, i] = math.sqrt(s)
+            else:
+                low[i, j] = s / low[j, j]
+    y = np.zeros(n)
+    for i in range(n):
+        s = rhs[i]
+        for q in range(i):
+            s -= low[i, q] * y[q]
+        y[i] = s / low[i, i]
+    x = np.zeros(n)
+    for i in range(n - 1, -1, -1):
+        s = y[i]
+        for q in range(i + 1, n):
+            s -= low[q, i] * x[q]
+        x[i] = s / low[i, i]
+    for i in range(n):
+        if not free[i]:
+            x[i] = 0.0
+    return x, True
+
+
+@njit(cache=True)
+def al_lm_fit(
+    z0: FloatArray,
+    lo: FloatArray,
+    hi: FloatArray,
+    k: FloatArray,
+    t: float,
+    vb: FloatArray,
+    va: FloatArray,
+    vm: FloatArray,
+    sw: FloatArray,
+    lam: float,
+    kg: FloatArray,
+    g_margin: float,
+    kc: FloatArray,
+    wc: FloatArray,
+    sc: FloatArray,
+    theta: float,
+    w_floor: float,
+    mult0: FloatArray,
+    max_outer: int,
+    max_inner: int,
+) -> tuple[FloatArray, float, float, FloatArray, int, int, bool]:  # pragma: no cover
+    """Minimise the bid/ask-aware implied-vol objective of one raw SVI smile under
+    ``g(kg) >= g_margin``, the minimum-variance bound and ``sc (w(kc) - wc) >= 0``.
+
+    Augmented Lagrangian (Nocedal & Wright 2006, section 17.4, bound-constrained form) whose
+    subproblems are nonlinear least squares in the residual form, solved by a projected
+    Levenberg-Marquardt iteration (Marquardt scaling; coordinates at a bound whose gradient
+    points outwards are held). ``mult0`` are starting multipliers (warm start).
+
+    Returns ``(z, f, max_violation, multipliers, outer, inner_total, converged)``.
+    """
+    ncons = kg.shape[0] + 1 + kc.shape[0]
+    mult = mult0.copy()
+    z = np.empty(5)
+    for i in range(5):
+        z[i] = min(max(z0[i], lo[i]), hi[i])
+    jtj = np.empty((5, 5))
+    jtr = np.empty(5)
+    cons = np.empty(ncons)
+    jtj_n = np.empty((5, 5))
+    jtr_n = np.empty(5)
+    cons_n = np.empty(ncons)
+    free = np.ones(5, dtype=np.bool_)
+    zn = np.empty(5)
+    rho = 10.0
+    prev_viol = np.inf
+    inner_total = 0
+    converged = False
+    f = 0.0
+    viol = np.inf
+    n_outer = 0
+    for _ in range(max_outer):
+        n_outer += 1
+        phi, f = _al_eval(
+            z,
+            k,
+            t,
+            vb,
+            va,
+            vm,
+            sw,
+            lam,
+            kg,
+            g_margin,
+            kc,
+            wc,
+            sc,
+            theta,
+            w_floor,
+            mult,
+            rho,
+            jtj,
+            jtr,
+            cons,
+        )
+        nu = 1e-3
+        growth = 2.0
+        for _ in range(max_inner):
+            inner_total += 1
+            for i in range(5):
+                free[i] = not ((z[i] <= lo[i] and jtr[i] > 0.0) or (z[i] >= hi[i] and jtr[i] < 0.0))
+            step, ok = _solve_damped(jtj, jtr, free, nu)
+            if not ok:
+                nu *= 10.0
+                if nu > 1e10:
+                    break
+                continue
+            move = 0.0
+            for i in range(5):
+                zn[i] = min(max(z[i] + step[i], lo[i]), hi[i])
+                move = max(move, abs(zn[i] - z[i]) / (1.0 + abs(z[i])))
+            phin, fn = _al_eval(
+                zn,
+                k,
+                t,
+                vb,
+                va,
+                vm,
+                sw,
+                lam,
+                kg,
+                g_margin,
+                kc,
+                wc,
+                sc,
+                theta,
+                w_floor,
+                mult,
+                rho,
+                jtj_n,
+                jtr_n,
+                cons_n,
+            )
+            # predicted decrease of the Gauss-Newton model (Nielsen's damping update)
+            pred = 0.0
+            for i in range(5):
+                hd = 0.0
+                for j in range(5):
+                    hd += jtj[i, j] * step[j]
+                pred -= 2.0 * jtr[i] * step[i] + hd * step[i]
+            if phin <= phi:
+                gain = phi - phin
+                ratio = gain / pred if pred > 0.0 else 0.0
+                z[:] = zn
+                jtj[:, :] = jtj_n
+                jtr[:] = jtr_n
+                cons[:] = cons_n
+                phi = phin
+                f = fn
+                nu = max(nu * max(1.0 / 3.0, 1.0 - (2.0 * ratio - 1.0) ** 3), 1e-9)
+                growth = 2.0
+                if gain <= 1e-12 + 1e-9 * phi or move <= 1e-10:
+                    break
+            else:
+                nu *= growth
+                growth *= 2.0
+                if nu > 1e10 or move <= 1e-14:
+                    break
+        viol = 0.0
+        comp = 0.0
+        for i in range(ncons):
+            viol = max(viol, -cons[i])
+            newm = max(0.0, mult[i] - rho * cons[i])
+            comp = max(comp, abs(newm - mult[i]) / rho)
+            mult[i] = newm
+        if viol <= 1e-10 and comp <= 1e-9:
+            converged = True
+            break
+        if viol > 0.25 * prev_viol:
+            rho = min(rho * 10.0, 1e12)
+        prev_viol = viol
+    return z, f, viol, mult, n_outer, inner_total, converged

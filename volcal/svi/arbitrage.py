@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from volcal.surface import SmileSurface
+from volcal.surface import SmileSurface, butterfly_g
 from volcal.svi.grids import CHECK_SIZES, slice_grid
 
 __all__ = ["ArbitrageReport", "check_surface", "quote_arbitrage"]
@@ -151,7 +151,8 @@ def check_surface(
     wprev: FloatArray | None = None
     cal_rows: list[dict[str, Any]] = []
     for t, at_exp in zip(times, at_expiry, strict=True):
-        g = surface.g(k, t)
+        w, w1, w2, _ = surface.derivatives(k, t)
+        g = butterfly_g(w, w1, w2, k)
         g_filled = np.where(np.isfinite(g), g, -np.inf)
         i = int(np.argmin(g_filled))
         rows.append(
@@ -162,7 +163,6 @@ def check_surface(
                 "k_at_min": float(k[i]),
             }
         )
-        w = surface.total_variance(k, t)
         if wprev is not None:
             dw = w - wprev
             j = int(np.argmin(dw))
@@ -192,14 +192,26 @@ def _normalised_calls(grp: pd.DataFrame, price: str) -> tuple[FloatArray, FloatA
     """(kappa = K/F, c = C/(D F), strikes) of one expiry, calls from puts by parity, one per K."""
     f = grp["forward"].to_numpy(dtype=float)
     d = grp["discount"].to_numpy(dtype=float) if "discount" in grp.columns else np.ones(len(grp))
-    kk = grp["strike"].to_numpy(dtype=float)
-    p = grp[price].to_numpy(dtype=float)
-    call = grp["call"].to_numpy(dtype=bool)
+    return _calls_arrays(
+        f, d, grp["strike"].to_numpy(dtype=float), grp[price].to_numpy(dtype=float),
+        grp["call"].to_numpy(dtype=bool),
+    )  # fmt: skip
+
+
+def _calls_arrays(
+    f: FloatArray, d: FloatArray, kk: FloatArray, p: FloatArray, call: npt.NDArray[np.bool_]
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """:func:`_normalised_calls` on arrays: rows with a NaN dropped, means per strike."""
     # put-call parity: C = P + D (F - K)
     c = np.where(call, p, p + d * (f - kk)) / (d * f)
-    df = pd.DataFrame({"kappa": kk / f, "c": c, "K": kk}).dropna()
-    df = df.groupby("K", as_index=False).mean().sort_values("K")
-    return df["kappa"].to_numpy(), df["c"].to_numpy(), df["K"].to_numpy()
+    kappa = kk / f
+    ok = np.isfinite(c) & np.isfinite(kappa) & np.isfinite(kk)
+    kk, c, kappa = kk[ok], c[ok], kappa[ok]
+    strikes, inv = np.unique(kk, return_inverse=True)
+    cnt = np.bincount(inv, minlength=strikes.size).astype(float)
+    c_mean = np.bincount(inv, weights=c, minlength=strikes.size) / cnt
+    kappa_mean = np.bincount(inv, weights=kappa, minlength=strikes.size) / cnt
+    return kappa_mean, c_mean, strikes
 
 
 def quote_arbitrage(quotes: pd.DataFrame, *, tol: float = 1e-12) -> pd.DataFrame:
@@ -212,11 +224,28 @@ def quote_arbitrage(quotes: pd.DataFrame, *, tol: float = 1e-12) -> pd.DataFrame
     df = quotes
     if "used" in df.columns:
         df = df[df["used"]]
-    df = df.assign(mid_usd=0.5 * (df["bid_usd"] + df["ask_usd"])).dropna(subset=["mid_usd"])
+    mid = 0.5 * (df["bid_usd"].to_numpy(dtype=float) + df["ask_usd"].to_numpy(dtype=float))
+    keep = ~np.isnan(mid)
+    fwd = df["forward"].to_numpy(dtype=float)[keep]
+    disc = (
+        df["discount"].to_numpy(dtype=float)[keep]
+        if "discount" in df.columns
+        else np.ones(fwd.size)
+    )
+    strike = df["strike"].to_numpy(dtype=float)[keep]
+    is_call = df["call"].to_numpy(dtype=bool)[keep]
+    mid = mid[keep]
+    codes, expiries = pd.factorize(df["expiry"][keep], sort=True)
     out: list[dict[str, Any]] = []
     curves = []
-    for expiry, grp in df.groupby("expiry", sort=True):
-        kappa, c, strikes = _normalised_calls(grp, "mid_usd")
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(expiries) + 1))
+    for e in range(len(expiries)):
+        rows = order[bounds[e] : bounds[e + 1]]
+        expiry = expiries[e]
+        kappa, c, strikes = _calls_arrays(
+            fwd[rows], disc[rows], strike[rows], mid[rows], is_call[rows]
+        )
         curves.append((expiry, kappa, c))
         if kappa.size < 2:
             continue

@@ -8,16 +8,20 @@ Method
    ``u, v <= 2 sigma`` from Lee's bound ``b (1 +- rho) <= 2``). The outer problem in
    ``(m, ln sigma)`` is solved by a grid scan and a compiled Nelder-Mead on the exact
    implied-vol objective.
-2. **Constrained polish.** The conditions of no static arbitrage are constraints of the
-   problem: ``g(k) >= g_margin`` (Gatheral & Jacquier 2014, eq. 2.1) on an active set of
-   points grown by the exchange method against the dense check grid of
-   :mod:`volcal.svi.grids`, the analytic minimum variance ``a + b sigma sqrt(1 - rho**2) >=
-   w_floor theta`` (so ``w > 0`` everywhere), Lee's wing bound, and, given a neighbouring
-   expiry's smile, ``w_lower(k) <= w(k) <= w_upper(k)`` on a grid with wing slopes ordered the
-   same way. When the quasi-explicit optimum satisfies them it is returned; otherwise SciPy's
-   SLSQP minimises the same objective in wing-slope coordinates
-   ``(a, b (1 - rho), b (1 + rho), m, ln sigma)`` under these constraints, from the
-   quasi-explicit optimum (then from fallback starts).
+2. **Constrained polish, compiled** (:func:`volcal.svi._kernels.al_lm_fit`). The conditions
+   of no static arbitrage are constraints of the problem, not post-checks: ``g(k) >= g_margin``
+   (Gatheral & Jacquier 2014, eq. 2.1) on the constraint grid of :mod:`volcal.svi.grids`, grown
+   by the exchange method against the dense check grid (with refined minima), the analytic
+   minimum variance ``a + b sigma sqrt(1 - rho**2) >= w_floor theta`` (so ``w > 0``
+   everywhere), Lee's wing bound ``b (1 +- rho) <= 2`` (a box) and, for calendar-freeness,
+   ``w(k) <= w_j(k)`` against longer expiries' smiles on their quoted ``k`` ranges
+   (``ceilings``; or ``w_lower <= w <= w_upper`` against ``lower``/``upper`` neighbours). An
+   augmented Lagrangian whose subproblems are solved by a projected Levenberg-Marquardt
+   iteration minimises the exact implied-vol objective in wing-slope coordinates
+   ``z = (a, b (1 - rho), b (1 + rho), m, ln sigma)``, from the quasi-explicit optimum. With
+   neighbours the smile is first fitted alone and the calendar constraints are added only
+   when that fit violates them. Only if no feasible point is found does SciPy's SLSQP run on
+   the same problem (fallback; it did not run in the full real-data runs of ``docs/svi.md``).
 
 Objective (implied vol, decimal)::
 
@@ -31,6 +35,7 @@ its distance in units of the quote's spread.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +52,13 @@ from volcal.svi.quotes import SliceQuotes
 __all__ = ["SliceFitResult", "SviSliceSettings", "fit_svi_slice"]
 
 FloatArray = npt.NDArray[np.float64]
+
+CALENDAR_MARGIN = 1e-6
+"""Calendar constraints keep ``w`` this share of ``theta`` away from a neighbour's smile."""
+AL_MAX_OUTER = 40
+"""Outer (multiplier) iterations of the compiled augmented Lagrangian."""
+AL_MAX_INNER = 100
+"""Levenberg-Marquardt iterations per outer iteration."""
 
 
 @dataclass(frozen=True)
@@ -75,10 +87,10 @@ class SviSliceSettings:
     maxiter:
         Iteration limit of Nelder-Mead.
     polish_maxiter:
-        Iteration limit of each SLSQP run of the polish.
+        Iteration limit of each SLSQP run of the SciPy fallback.
     polish:
-        Polish every smile from the quasi-explicit optimum on the exact implied-vol
-        objective (True), or only those whose quasi-explicit optimum violates a constraint.
+        Kept for stored settings; has no effect: every smile is now polished by the compiled
+        constrained solver from the quasi-explicit optimum.
     """
 
     mid_weight: float = 0.01
@@ -185,10 +197,16 @@ class _SliceProblem:
         lower: SviRaw | None = None,
         upper: SviRaw | None = None,
         k_bounds: tuple[float, float] | None = None,
+        ceilings: Sequence[tuple[SviRaw, float, float]] = (),
     ) -> None:
         self.data = data
         self.settings = settings
-        self.neighbours = [(p, sign) for p, sign in ((lower, 1.0), (upper, -1.0)) if p is not None]
+        inf = math.inf
+        # (smile, sign, k_lo, k_hi): sign (w - w_p) >= 0 required for k_lo <= k <= k_hi
+        self.neighbours: list[tuple[SviRaw, float, float, float]] = [
+            (p, sign, -inf, inf) for p, sign in ((lower, 1.0), (upper, -1.0)) if p is not None
+        ]
+        self.neighbours += [(p, -1.0, lo, hi) for p, lo, hi in ceilings]
         n = data.k.size
         t = data.t
         self.k = np.ascontiguousarray(data.k, dtype=float)
@@ -284,8 +302,11 @@ class _SliceProblem:
     def grid(self, m: float, sigma: float) -> FloatArray:
         """Constraint grid: the slice's scales at ``(m, sigma)`` and its neighbours'."""
         parts = [slice_grid(self.k_lo, self.k_hi, self.theta, m, sigma)]
-        for p, _ in self.neighbours:
-            parts.append(p.m + p.sigma * np.sinh(np.linspace(-4.0, 4.0, 25)))
+        for p, _, lo, hi in self.neighbours:
+            pts = p.m + p.sigma * np.sinh(np.linspace(-4.0, 4.0, 25))
+            parts.append(pts[(pts >= lo) & (pts <= hi)])
+            if math.isfinite(lo):
+                parts.append(np.array([lo, hi]))
         return np.concatenate(parts)
 
     def dense_grid(self, m: float, sigma: float) -> FloatArray:
@@ -313,18 +334,17 @@ class _SliceProblem:
 
     def calendar(self, x: FloatArray, grid: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Calendar constraints against the neighbouring smiles only (values, Jacobian):
-        ``+-(w - w_p)/theta >= 0`` on ``grid`` and the wing slopes ordered the same way."""
-        _, b, rho, _, _ = x
-        w, dw = _svi_parts(x, grid)[0], _svi_parts(x, grid)[3]
-        slopes = np.array([b * (1.0 - rho), b * (1.0 + rho)])
-        dslopes = np.array([[0.0, 1.0 - rho, -b, 0.0, 0.0], [0.0, 1.0 + rho, b, 0.0, 0.0]])
+        ``+-(w - w_p)/theta >= 0`` on ``grid``. The wing slopes are not ordered: beyond the
+        grid the surface's running envelope (:class:`~volcal.svi.svi_surface.SviSurface`)
+        keeps ``w`` non-decreasing in ``t``."""
+        parts = _svi_parts(x, grid)
+        w, dw = parts[0], parts[3]
         vals: list[FloatArray] = []
         jacs: list[FloatArray] = []
-        for p, sign in self.neighbours:
-            vals.append(sign * (w - p.total_variance(grid)) / self.theta)
-            jacs.append(sign * dw / self.theta)
-            vals.append(sign * (slopes - np.array(p.wing_slopes)))
-            jacs.append(sign * dslopes)
+        for p, sign, lo, hi in self.neighbours:
+            sel = (grid >= lo) & (grid <= hi)
+            vals.append(sign * (w[sel] - p.total_variance(grid[sel])) / self.theta)
+            jacs.append(sign * dw[sel] / self.theta)
         if not vals:
             return np.empty(0), np.empty((0, 5))
         return np.concatenate(vals), np.concatenate(jacs, axis=0)
@@ -337,6 +357,7 @@ def fit_svi_slice(
     upper: SviRaw | None = None,
     settings: SviSliceSettings | None = None,
     k_bounds: tuple[float, float] | None = None,
+    ceilings: Sequence[tuple[SviRaw, float, float]] = (),
 ) -> SliceFitResult:
     """Fit one raw SVI smile to two-sided quotes, free of butterfly arbitrage.
 
@@ -354,6 +375,10 @@ def fit_svi_slice(
         Log-moneyness range the no-arbitrage constraints must cover in addition to the
         slice's own padded quote range (a surface fit passes the range of all its expiries,
         the range its arbitrage report checks).
+    ceilings:
+        ``(smile, k_lo, k_hi)`` of longer expiries: the fit must stay below each of them for
+        ``k_lo <= k <= k_hi`` (log-moneyness; :func:`~volcal.svi.surface_fit.fit_svi` passes
+        the quoted range of each longer expiry, where that smile is determined by its quotes).
 
     Returns
     -------
@@ -369,7 +394,7 @@ def fit_svi_slice(
         raise CalibrationError(
             f"expiry {data.expiry}: {data.k.size} quotes, an SVI smile needs at least 3"
         )
-    prob = _SliceProblem(data, s, lower, upper, k_bounds)
+    prob = _SliceProblem(data, s, lower, upper, k_bounds, ceilings)
     ms = np.linspace(*prob.m_bounds, s.grid_m)
     sigmas = np.geomspace(*prob.sigma_bounds, s.grid_sigma)
     args = (
@@ -391,33 +416,166 @@ def fit_svi_slice(
     i, j = np.unravel_index(int(np.argmin(table)), table.shape)
     lo = np.array([prob.m_bounds[0], math.log(prob.sigma_bounds[0])])
     hi = np.array([prob.m_bounds[1], math.log(prob.sigma_bounds[1])])
-    m_opt, ls_opt, fun, nit, nfev = _kernels.qe_nelder_mead(
-        np.array([ms[i], math.log(sigmas[j])]), lo, hi, *args, s.maxiter, 1e-7, 1e-13
+    m_opt, ls_opt, _fun, nit, nfev = _kernels.qe_nelder_mead(
+        np.array([ms[i], math.log(sigmas[j])]), lo, hi, *args, s.maxiter, 1e-3, 1e-9
     )
     sigma_opt = math.exp(ls_opt)
     _, a, u, v = prob.qe(m_opt, sigma_opt)
     qe_params = _raw_from_auv(a, u, v, m_opt, sigma_opt)
     x0 = np.array([qe_params.a, qe_params.b, qe_params.rho, qe_params.m, qe_params.sigma])
     iterations, nfev = int(nit), int(nfev)
-    converged = nit < s.maxiter
-    dense = prob.dense_grid(m_opt, sigma_opt)
-    cmin = float(np.min(prob.active_constraints(x0, np.empty(0))))
-    g_min = float(np.min(_g_refined(x0, dense)[1]))
-    ok = cmin >= 0.0 and g_min >= 0.0
+    if not prob.neighbours:
+        res = _al_polish(prob, x0, iterations, nfev)
+    else:
+        # first without the calendar constraints (the usual case: they do not bind), then,
+        # if they are violated, under them from that smile and from the neighbour-derived
+        # starts; the best feasible result is kept
+        alone = _SliceProblem(data, s, None, None, k_bounds)
+        res = _al_polish(alone, x0, iterations, nfev)
+        if res is not None:
+            x1 = _x_of_params(res.params)
+            if _feasible(prob, x1)[0]:
+                return res
+            iterations, nfev = res.iterations, res.nfev
+            for x in [x1, *_neighbour_starts(prob)]:
+                res = _al_polish(prob, x, iterations, nfev)
+                if res is not None:
+                    return res
+        else:
+            res = _al_polish(prob, x0, iterations, nfev)
+    if res is not None:
+        return res
+    # the compiled solver found no feasible point: SciPy's SLSQP from the same start
+    ok, _ = _feasible(prob, x0)
+    return _polish(prob, x0, ok and nit < s.maxiter, iterations, nfev)
+
+
+def _x_of_params(p: SviRaw) -> FloatArray:
+    return np.array([p.a, p.b, p.rho, p.m, p.sigma])
+
+
+def _neighbour_starts(prob: _SliceProblem) -> list[FloatArray]:
+    """Starts that satisfy the calendar constraints: a shorter smile shifted up, or a longer
+    one scaled down, to this slice's ATM level."""
+    out = []
+    for p, sign, _, _ in prob.neighbours[:2]:
+        w0 = float(p.total_variance(0.0))
+        if sign > 0:
+            out.append(np.array([p.a + max(prob.theta - w0, 0.0), p.b, p.rho, p.m, p.sigma]))
+        else:
+            lam = min(prob.theta / w0, 1.0) if w0 > 0 else 1.0
+            out.append(np.array([lam * p.a, lam * p.b, p.rho, p.m, p.sigma]))
+    return out
+
+
+def _z_box(prob: _SliceProblem) -> tuple[FloatArray, FloatArray]:
+    """Box of ``z = (a, b (1 - rho), b (1 + rho), m, ln sigma)``: Lee's bound on the wing
+    slopes and the search ranges of ``a``, ``m``, ``sigma`` (:meth:`_SliceProblem.bounds`)."""
+    (a_lo, a_hi), _, _, (m_lo, m_hi), (s_lo, s_hi) = prob.bounds()
+    lower = np.array([a_lo, 1e-8, 1e-8, m_lo, math.log(s_lo)])
+    upper = np.array([a_hi, 2.0, 2.0, m_hi, math.log(s_hi)])
+    return lower, upper
+
+
+def _feasible(prob: _SliceProblem, x: FloatArray) -> tuple[bool, FloatArray]:
+    """Constraint check of a candidate: minimum variance and Lee's bound (analytic), ``g >= 0``
+    on the dense check grid with refined minima, the calendar conditions against the
+    neighbours on the constraint grid. Returns ``(ok, new active points for g)``."""
+    dense, g_dense = _g_refined(x, prob.dense_grid(float(x[3]), float(x[4])))
+    ok = float(np.min(prob.active_constraints(x, np.empty(0)))) >= -1e-12
+    ok = ok and bool(np.all(g_dense >= 0.0))
     if ok and prob.neighbours:
-        ok = float(np.min(prob.calendar(x0, prob.grid(m_opt, sigma_opt))[0])) >= 0.0
-    if not s.polish and ok:
-        return SliceFitResult(
-            params=qe_params,
-            objective=float(fun),
-            converged=converged,
-            iterations=iterations,
-            nfev=nfev,
-            message="quasi-explicit optimum satisfies the constraints",
-            method="quasi-explicit",
-            constraint_min=min(cmin, g_min),
-        )
-    return _polish(prob, x0, ok and converged, iterations, nfev)
+        ok = float(np.min(prob.calendar(x, prob.grid(float(x[3]), float(x[4])))[0])) >= -1e-9
+    if ok:
+        return True, np.empty(0)
+    order = np.argsort(dense)
+    return False, _active_points(g_dense[order], dense[order], prob.settings.g_margin)
+
+
+def _al_polish(
+    prob: _SliceProblem, x_qe: FloatArray, iterations: int, nfev: int
+) -> SliceFitResult | None:
+    """Constrained fit of the five raw parameters from the quasi-explicit optimum, compiled.
+
+    :func:`volcal.svi._kernels.al_lm_fit` (augmented Lagrangian, Levenberg-Marquardt inner
+    solves) minimises the exact implied-vol objective under ``g >= g_margin`` on the
+    constraint grid, the minimum-variance bound and, against the neighbours, ``w`` ordered on
+    their grids (margin ``CALENDAR_MARGIN theta``) with the wing slopes ordered by the box.
+    The dense check grid is then scanned (:func:`_feasible`) and its low points of ``g`` join
+    the constraint points (exchange method, at most 5 rounds). Returns None when no round
+    ends feasible.
+    """
+    s = prob.settings
+    lower, upper = _z_box(prob)
+    a, b, rho, m, sigma = (float(v) for v in x_qe)
+    z0 = np.clip(
+        np.array([a, b * (1.0 - rho), b * (1.0 + rho), m, math.log(max(sigma, 1e-300))]),
+        lower,
+        upper,
+    )
+    kg = prob.grid(m, sigma)
+    kc_parts: list[FloatArray] = []
+    wc_parts: list[FloatArray] = []
+    sc_parts: list[FloatArray] = []
+    for p, sign, k_lo, k_hi in prob.neighbours:
+        kc = np.unique(np.concatenate([kg, prob.k]))
+        kc = kc[(kc >= k_lo) & (kc <= k_hi)]
+        kc_parts.append(kc)
+        wc_parts.append(p.total_variance(kc) + sign * CALENDAR_MARGIN * prob.theta)
+        sc_parts.append(np.full(kc.size, sign))
+    kc = np.ascontiguousarray(np.concatenate(kc_parts)) if kc_parts else np.empty(0)
+    wc = np.ascontiguousarray(np.concatenate(wc_parts)) if wc_parts else np.empty(0)
+    sc = np.ascontiguousarray(np.concatenate(sc_parts)) if sc_parts else np.empty(0)
+    sw = np.sqrt(prob.weight2)
+    lam = math.sqrt(prob.lam2)
+    mult = np.zeros(kg.size + 1 + kc.size)
+    outer_total = 0
+    for _round in range(5):
+        z, _f, _viol, mult, n_outer, n_inner, conv = _kernels.al_lm_fit(
+            z0, lower, upper, prob.k, prob.data.t, prob.vb, prob.va, prob.vm, sw, lam,
+            np.ascontiguousarray(kg), s.g_margin, kc, wc, sc, prob.theta, s.w_floor, mult,
+            AL_MAX_OUTER, AL_MAX_INNER,
+        )  # fmt: skip
+        iterations += int(n_inner)
+        nfev += 2 * int(n_inner)
+        outer_total += int(n_outer)
+        x = _x_of_z(z)
+        ok, new_pts = _feasible(prob, x)
+        if ok:
+            dense = prob.dense_grid(float(x[3]), float(x[4]))
+            cmin = min(
+                float(np.min(prob.active_constraints(x, np.empty(0)))),
+                float(np.min(_g_refined(x, dense)[1])),
+            )
+            return SliceFitResult(
+                params=SviRaw(*(float(v) for v in x)),
+                objective=prob.loss(x),
+                converged=bool(conv),
+                iterations=iterations,
+                nfev=nfev,
+                message=(
+                    "converged" if conv else "augmented Lagrangian stopped at its iteration limit"
+                ),
+                method="quasi-explicit+al-lm",
+                constraint_min=cmin,
+            )
+        # exchange: the dense grid's low points of g, and for the calendar the constraint grid
+        # at the new (m, sigma), join the constraint points (multipliers warm-started)
+        grid_now = prob.grid(float(x[3]), float(x[4]))
+        if new_pts.size == 0 and not prob.neighbours:
+            new_pts = grid_now
+        n_g = kg.size
+        kg = np.concatenate([kg, new_pts])
+        parts = [mult[:n_g], np.zeros(new_pts.size), mult[n_g:]]
+        for p, sign, k_lo, k_hi in prob.neighbours:
+            pts = grid_now[(grid_now >= k_lo) & (grid_now <= k_hi)]
+            kc = np.concatenate([kc, pts])
+            wc = np.concatenate([wc, p.total_variance(pts) + sign * CALENDAR_MARGIN * prob.theta])
+            sc = np.concatenate([sc, np.full(pts.size, sign)])
+            parts.append(np.zeros(pts.size))
+        mult = np.concatenate(parts)
+        z0 = z
+    return None
 
 
 def _x_of_z(z: FloatArray) -> FloatArray:
@@ -448,7 +606,7 @@ def _g_refined(x: FloatArray, dense: FloatArray) -> tuple[FloatArray, FloatArray
     a dip narrower than the grid. Returns ``(k, g)`` of the dense grid and the added points."""
     a, b, rho, m, sigma = (float(v) for v in x)
     kk = np.ascontiguousarray(dense, dtype=float)
-    g = _kernels.svi_g_jac(a, b, rho, m, sigma, kk)[0]
+    g = _kernels.svi_g_values(a, b, rho, m, sigma, kk)
     n = g.size
     if n < 3:
         return kk, g
@@ -460,7 +618,7 @@ def _g_refined(x: FloatArray, dense: FloatArray) -> tuple[FloatArray, FloatArray
     lo, hi = kk[cand - 1], kk[cand + 1]
     for _level in range(2):
         sub = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, 33)[None, :]
-        gsub = _kernels.svi_g_jac(a, b, rho, m, sigma, np.ascontiguousarray(sub.ravel()))[0]
+        gsub = _kernels.svi_g_values(a, b, rho, m, sigma, np.ascontiguousarray(sub.ravel()))
         gsub = gsub.reshape(sub.shape)
         ks.append(sub.ravel())
         gs.append(gsub.ravel())
@@ -517,7 +675,7 @@ def _polish(
         return np.clip(z, lower, upper)
 
     starts = [z_of(x_qe)]
-    for p, sign in prob.neighbours:
+    for p, sign, _, _ in prob.neighbours[:2]:
         # starts that satisfy that calendar constraint: a shorter smile shifted up, or a
         # longer one scaled down, to today's ATM level
         w0 = float(p.total_variance(0.0))

@@ -16,8 +16,8 @@ from volcal.svi.arbitrage import ArbitrageReport, check_surface, quote_arbitrage
 from volcal.svi.essvi import EssviSurface
 from volcal.svi.grids import k_range
 from volcal.svi.params import SviRaw
-from volcal.svi.quotes import SliceQuotes, quotes_frame, select_quotes, slices_from_quotes
-from volcal.svi.slice_fit import SviSliceSettings, fit_svi_slice
+from volcal.svi.quotes import SliceQuotes, quotes_frame, select_quotes
+from volcal.svi.slice_fit import SliceFitResult, SviSliceSettings, fit_svi_slice
 from volcal.svi.ssvi import SsviSurface
 from volcal.svi.svi_surface import SviSurface
 
@@ -205,6 +205,39 @@ def _residuals(quotes: pd.DataFrame, surface: SmileSurface) -> pd.DataFrame:
     return q
 
 
+def _slices(selected: pd.DataFrame) -> list[SliceQuotes]:
+    """:func:`volcal.svi.quotes.slices_from_quotes` on NumPy arrays (same result, faster)."""
+    used = selected["used"].to_numpy(dtype=bool)
+    if not used.any():
+        return []
+    sub = selected[used]
+    codes, expiries = pd.factorize(sub["expiry"], sort=True)
+    k = sub["k"].to_numpy(dtype=float)
+    t = sub["t"].to_numpy(dtype=float)
+    fwd = sub["forward"].to_numpy(dtype=float)
+    cols = [sub[c].to_numpy(dtype=float) for c in ("iv_bid", "iv_ask", "iv_mid", "weight")]
+    order = np.lexsort((k, codes))  # by expiry, then k (stable, like sort_values("k"))
+    bounds = np.searchsorted(codes[order], np.arange(len(expiries) + 1))
+    out: list[SliceQuotes] = []
+    for e in range(len(expiries)):
+        rows = order[bounds[e] : bounds[e + 1]]
+        out.append(
+            SliceQuotes(
+                expiry=pd.Timestamp(expiries[e]),
+                t=float(t[rows[0]]),
+                forward=float(fwd[rows[0]]),
+                k=k[rows],
+                iv_bid=cols[0][rows],
+                iv_ask=cols[1][rows],
+                iv_mid=cols[2][rows],
+                weight=cols[3][rows],
+                index=sub.index[rows],
+            )
+        )
+    out.sort(key=lambda d: d.t)
+    return out
+
+
 def prepare_slices(
     chain: Any, min_t: float, min_quotes: int, spread_floor: float
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[SliceQuotes], tuple[float, float]]:
@@ -223,7 +256,7 @@ def prepare_slices(
     """
     raw = quotes_frame(chain)
     selected = select_quotes(raw, min_t=min_t, min_quotes=min_quotes, spread_floor=spread_floor)
-    slices = slices_from_quotes(selected)
+    slices = _slices(selected)
     if not slices:
         reasons = selected["excluded_reason"].value_counts().head(5).to_dict()
         raise CalibrationError(f"no expiry has {min_quotes} usable quotes; exclusions: {reasons}")
@@ -259,16 +292,19 @@ def assemble_fit(
     """
     quotes = _residuals(selected, surface)
     used = quotes[quotes["used"]]
+    pos = quotes.index.get_indexer
+    resid = quotes["residual_iv"].to_numpy(dtype=float)
+    outside = quotes["outside_iv"].to_numpy(dtype=float)
     table = []
     for d, extra in zip(slices, rows, strict=True):
-        q = used.loc[d.index]
+        ix = pos(d.index)
         table.append(
             {"expiry": d.expiry, "t": d.t, "forward": d.forward}
             | extra
             | {
                 "n_quotes": int(d.k.size),
-                "rmse_iv": float(np.sqrt(np.mean(q["residual_iv"] ** 2))),
-                "inside": float(np.mean(q["outside_iv"] == 0.0)),
+                "rmse_iv": float(np.sqrt(np.mean(resid[ix] ** 2))),
+                "inside": float(np.mean(outside[ix] == 0.0)),
             }
         )
     params = pd.DataFrame(table)
@@ -325,8 +361,12 @@ def fit_svi(
     -------
     SurfaceFit
         Each smile is fitted by :func:`~volcal.svi.slice_fit.fit_svi_slice` under the
-        butterfly constraints; the surface (:class:`~volcal.svi.svi_surface.SviSurface`) is
-        calendar-free by construction.
+        butterfly constraints, from the longest expiry to the shortest, each under
+        ``w(k) <= w_j(k)`` for every longer expiry ``j`` on ``j``'s quoted ``k`` range
+        (calendar constraints in the calibration). The surface
+        (:class:`~volcal.svi.svi_surface.SviSurface`) takes the running upper envelope of the
+        smiles, which only lifts longer smiles' extrapolated wings outside their quotes: it
+        is calendar-free by construction.
 
     Raises
     ------
@@ -343,7 +383,17 @@ def fit_svi(
     start = time.perf_counter()
     s = settings or SviSliceSettings()
     raw, selected, slices, (lo, hi) = prepare_slices(chain, min_t, min_quotes, spread_floor)
-    results = [fit_svi_slice(d, settings=s, k_bounds=(lo, hi)) for d in slices]
+    # longest expiry first; each shorter smile is fitted under w <= every longer smile on that
+    # smile's quoted k range, where the longer smile is determined by its quotes. Outside
+    # them the surface's running envelope lifts a longer smile's extrapolated wing, so no
+    # quote is moved by it (calendar-free by calibration where it matters)
+    results: list[SliceFitResult] = []
+    ceilings: list[tuple[SviRaw, float, float]] = []
+    for d in reversed(slices):
+        r = fit_svi_slice(d, settings=s, k_bounds=(lo, hi), ceilings=ceilings)
+        results.append(r)
+        ceilings = [(r.params, float(d.k[0]), float(d.k[-1])), *ceilings]
+    results.reverse()
     spot: float | None = None
     if "index_price" in raw.columns and raw["index_price"].notna().any():
         spot = float(np.nanmedian(raw["index_price"].to_numpy(dtype=float)))

@@ -4,10 +4,13 @@ Rules (stated once, used everywhere):
 
 * **At the calibrated expiries** ``t_1 < ... < t_n`` the total variance is the running upper
   envelope ``W_i(k) = max_{j <= i} w_j(k)`` of the fitted SVI smiles ``w_j``. Where the fitted
-  smiles are ordered (the usual case) ``W_i = w_i``. The envelope is calendar-free by
-  construction, and keeps each smile free of butterfly arbitrage: in normalised call prices
-  ``c(k) = C/F`` (increasing in ``w`` at fixed ``k``) it is the maximum of call-price
-  functions, which is again decreasing and convex in the strike.
+  smiles are ordered ``W_i = w_i``; :func:`volcal.fit_svi` constrains each smile below every
+  longer one on that one's quoted range, so the envelope only lifts a longer smile's
+  extrapolated wing outside its quotes (a safety net that keeps the rule exact everywhere).
+  The envelope is calendar-free by construction, and keeps each smile free of butterfly
+  arbitrage: in normalised call prices ``c(k) = C/F`` (increasing in ``w`` at fixed ``k``)
+  it is the maximum of call-price functions, which is again decreasing and convex in the
+  strike.
 * **Between expiries** total variance is linear in ``t`` at fixed ``k`` (non-decreasing in
   ``t`` since ``W_i <= W_{i+1}``).
 * **Before the first expiry** ``w(k, t) = (t / t_1) W_1(k)`` and **after the last**
@@ -124,6 +127,8 @@ class SviSurface(SmileSurface):
     def derivatives(
         self, k: npt.ArrayLike, t: npt.ArrayLike
     ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        if np.ndim(t) == 0:
+            return self._derivatives_at(np.asarray(k, dtype=float), float(np.asarray(t)))
         kk, tt = np.broadcast_arrays(np.asarray(k, dtype=float), np.asarray(t, dtype=float))
         ts = np.asarray(self.t)
         n = ts.size
@@ -156,3 +161,24 @@ class SviSurface(SmileSurface):
                 w2[sel] = a2 + lam * (b2 - a2)
                 wt[sel] = (b0 - a0) / dt
         return w, w1, w2, wt
+
+    def _derivatives_at(
+        self, kk: FloatArray, t: float
+    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """:meth:`derivatives` at one time ``t`` (same rules, no per-segment masks)."""
+        ts = np.asarray(self.t)
+        n = ts.size
+        if not (np.isfinite(t) and t > 0):
+            nan = np.full(kk.shape, np.nan)
+            return nan, nan.copy(), nan.copy(), nan.copy()
+        i = int(np.searchsorted(ts, t, side="right")) - 1
+        if i == -1 or i == n - 1:
+            j = 0 if i == -1 else n - 1
+            a0, a1, a2 = self.envelope(kk, j)
+            scale = t / ts[j]
+            return a0 * scale, a1 * scale, a2 * scale, a0 / ts[j]
+        a0, a1, a2 = self.envelope(kk, i)
+        b0, b1, b2 = self.envelope(kk, i + 1)
+        dt = ts[i + 1] - ts[i]
+        lam = (t - ts[i]) / dt
+        return a0 + lam * (b0 - a0), a1 + lam * (b1 - a1), a2 + lam * (b2 - a2), (b0 - a0) / dt
