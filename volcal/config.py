@@ -65,7 +65,7 @@ __all__ = [
 KNOWN_MODELS: tuple[str, ...] = ("svi", "ssvi", "essvi", "heston")
 """Model names the job knows, in the order it fits them."""
 WEIGHT_SCHEMES: tuple[str, ...] = ("vega_spread", "vega", "uniform")
-"""Quote weighting schemes a fit may be asked for (passed to fits that accept ``weights``)."""
+"""Quote weighting schemes (``volcal.svi.quotes.WEIGHT_SCHEMES``; a test keeps them equal)."""
 SOURCES: tuple[str, ...] = ("tapes", "replay", "snapshot", "live")
 HESTON_ENGINES: tuple[str, ...] = ("fast", "quantlib")
 
@@ -104,8 +104,9 @@ class FitSettings:
     Attributes
     ----------
     weights:
-        Quote weighting scheme, one of :data:`WEIGHT_SCHEMES`; passed as ``weights=`` to fits
-        whose signature accepts it (recorded in the run either way).
+        Quote weighting scheme, one of :data:`WEIGHT_SCHEMES`: ``weights=`` of the SVI, SSVI
+        and eSSVI fits (:func:`volcal.svi.quotes.select_quotes`); Heston weights its squared
+        vol errors by the squares of the same weights (``docs/heston.md``).
     min_t_days:
         Expiries with less than this many days (ACT/365F) left are not fitted.
     min_quotes:

@@ -574,12 +574,10 @@ def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
 def _fit_svi_family(model: str, chain: OptionChain, fit: FitSettings) -> Any:
     from volcal.svi import fit_essvi, fit_ssvi, fit_svi
 
-    min_t = fit.min_t_days / 365.0
-    if model == "ssvi":
-        return fit_ssvi(chain, min_t=min_t, min_quotes=fit.min_quotes)
-    if model == "essvi":
-        return fit_essvi(chain, min_t=min_t, min_quotes=fit.min_quotes)
-    return fit_svi(chain, min_t=min_t, min_quotes=fit.min_quotes)
+    fitter = {"ssvi": fit_ssvi, "essvi": fit_essvi}.get(model, fit_svi)
+    return fitter(
+        chain, min_t=fit.min_t_days / 365.0, min_quotes=fit.min_quotes, weights=fit.weights
+    )
 
 
 def _fit_heston(chain: OptionChain, fit: FitSettings) -> Any:

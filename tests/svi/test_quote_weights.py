@@ -70,3 +70,29 @@ def test_uniform_weights_are_constant(quotes):
 def test_bad_settings_raise_parameter_error(quotes, kwargs, word):
     with pytest.raises(ParameterError, match=word):
         select_quotes(quotes, **kwargs)
+
+
+@pytest.mark.parametrize("fitter", ["fit_svi", "fit_ssvi", "fit_essvi"])
+def test_fits_use_the_requested_scheme(quotes, fitter):
+    import volcal.svi as svi
+
+    fit = getattr(svi, fitter)(quotes, weights="uniform", spread_floor=0.01)
+    used = fit.quotes[fit.quotes["used"]]
+    assert (used["weight"] == 100.0).all()
+    assert fit.settings["weights"] == "uniform"
+    with pytest.raises(ParameterError, match="weights"):
+        getattr(svi, fitter)(quotes, weights="spreads")
+
+
+def test_job_passes_its_weights_setting_to_the_surface_fits():
+    from tests.jobs_fakes import ETH_TAPE
+    from volcal.config import FitSettings
+    from volcal.data.exchanges import fetch_chain
+    from volcal.data.tape import replay
+    from volcal.jobs import _fit_svi_family
+
+    chain = fetch_chain(replay(ETH_TAPE), "ETH")
+    fit = _fit_svi_family("essvi", chain, FitSettings(weights="vega"))
+    assert fit.settings["weights"] == "vega"
+    used = fit.quotes[fit.quotes["used"]]
+    assert used.groupby("expiry")["weight"].max().eq(200.0).all()  # vega / max vega / floor

@@ -697,6 +697,7 @@ def fit_essvi(
     min_t: float = 2.0 / 365.0,
     min_quotes: int = 6,
     spread_floor: float = 0.005,
+    weights: str = "vega_spread",
     settings: SsviSettings | None = None,
 ) -> Any:
     """Fit an eSSVI surface to a chain, slice by slice, free of static arbitrage.
@@ -706,8 +707,9 @@ def fit_essvi(
     chain:
         An ``OptionChain`` (anything with a ``.quotes`` DataFrame) or a quotes DataFrame with
         the columns of ``docs/conventions.md``.
-    min_t, min_quotes, spread_floor:
-        Quote selection (:func:`volcal.svi.quotes.select_quotes`).
+    min_t, min_quotes, spread_floor, weights:
+        Quote selection and weighting scheme (:func:`volcal.svi.quotes.select_quotes`:
+        ``"vega_spread"``, ``"vega"`` or ``"uniform"``).
     settings:
         :class:`~volcal.svi.ssvi.SsviSettings`.
 
@@ -726,7 +728,9 @@ def fit_essvi(
 
     start = time.perf_counter()
     s = settings or SsviSettings()
-    raw, selected, slices, k_bounds = prepare_slices(chain, min_t, min_quotes, spread_floor)
+    raw, selected, slices, k_bounds = prepare_slices(
+        chain, min_t, min_quotes, spread_floor, weights
+    )
     fitted, ok, nfev, message = calibrate_essvi(slices, s)
     surface = EssviSurface(
         tuple(d.t for d in slices),
@@ -750,7 +754,12 @@ def fit_essvi(
         message=message,
         start=start,
         settings=asdict(s)
-        | {"min_t": min_t, "min_quotes": min_quotes, "spread_floor": spread_floor},
+        | {
+            "min_t": min_t,
+            "min_quotes": min_quotes,
+            "spread_floor": spread_floor,
+            "weights": weights,
+        },
     )
     _warn(fit)
     return fit

@@ -727,6 +727,7 @@ def fit_ssvi(
     min_t: float = 2.0 / 365.0,
     min_quotes: int = 6,
     spread_floor: float = 0.005,
+    weights: str = "vega_spread",
     settings: SsviSettings | None = None,
 ) -> Any:
     """Fit an SSVI surface with power-law ``phi`` to a chain, free of static arbitrage.
@@ -736,8 +737,9 @@ def fit_ssvi(
     chain:
         An ``OptionChain`` (anything with a ``.quotes`` DataFrame) or a quotes DataFrame with
         the columns of ``docs/conventions.md``.
-    min_t, min_quotes, spread_floor:
-        Quote selection (:func:`volcal.svi.quotes.select_quotes`).
+    min_t, min_quotes, spread_floor, weights:
+        Quote selection and weighting scheme (:func:`volcal.svi.quotes.select_quotes`:
+        ``"vega_spread"``, ``"vega"`` or ``"uniform"``).
     settings:
         :class:`SsviSettings`.
 
@@ -757,7 +759,9 @@ def fit_ssvi(
 
     start = time.perf_counter()
     s = settings or SsviSettings()
-    raw, selected, slices, k_bounds = prepare_slices(chain, min_t, min_quotes, spread_floor)
+    raw, selected, slices, k_bounds = prepare_slices(
+        chain, min_t, min_quotes, spread_floor, weights
+    )
     theta, params, best, nfev = calibrate_ssvi(slices, s)
     surface = SsviSurface(
         tuple(d.t for d in slices),
@@ -786,7 +790,12 @@ def fit_ssvi(
         message=best.message,
         start=start,
         settings=asdict(s)
-        | {"min_t": min_t, "min_quotes": min_quotes, "spread_floor": spread_floor},
+        | {
+            "min_t": min_t,
+            "min_quotes": min_quotes,
+            "spread_floor": spread_floor,
+            "weights": weights,
+        },
     )
     _warn(fit)
     return fit

@@ -239,9 +239,10 @@ def _slices(selected: pd.DataFrame) -> list[SliceQuotes]:
 
 
 def prepare_slices(
-    chain: Any, min_t: float, min_quotes: int, spread_floor: float
+    chain: Any, min_t: float, min_quotes: int, spread_floor: float, weights: str = "vega_spread"
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[SliceQuotes], tuple[float, float]]:
-    """Select quotes and split them by expiry.
+    """Select quotes (:func:`volcal.svi.quotes.select_quotes`, weighting scheme ``weights``)
+    and split them by expiry.
 
     Returns
     -------
@@ -255,7 +256,9 @@ def prepare_slices(
         When no expiry has enough usable quotes.
     """
     raw = quotes_frame(chain)
-    selected = select_quotes(raw, min_t=min_t, min_quotes=min_quotes, spread_floor=spread_floor)
+    selected = select_quotes(
+        raw, min_t=min_t, min_quotes=min_quotes, spread_floor=spread_floor, weights=weights
+    )
     slices = _slices(selected)
     if not slices:
         reasons = selected["excluded_reason"].value_counts().head(5).to_dict()
@@ -343,6 +346,7 @@ def fit_svi(
     min_t: float = 2.0 / 365.0,
     min_quotes: int = 6,
     spread_floor: float = 0.005,
+    weights: str = "vega_spread",
     settings: SviSliceSettings | None = None,
 ) -> SurfaceFit:
     """Fit a raw SVI smile per expiry, free of static arbitrage, to a chain's quotes.
@@ -352,8 +356,9 @@ def fit_svi(
     chain:
         An ``OptionChain`` (anything with a ``.quotes`` DataFrame) or a quotes DataFrame with
         the columns of ``docs/conventions.md``.
-    min_t, min_quotes, spread_floor:
-        Quote selection (:func:`volcal.svi.quotes.select_quotes`).
+    min_t, min_quotes, spread_floor, weights:
+        Quote selection and weighting scheme (:func:`volcal.svi.quotes.select_quotes`:
+        ``"vega_spread"``, ``"vega"`` or ``"uniform"``).
     settings:
         Per-smile calibration settings (:class:`~volcal.svi.slice_fit.SviSliceSettings`).
 
@@ -382,7 +387,9 @@ def fit_svi(
     """
     start = time.perf_counter()
     s = settings or SviSliceSettings()
-    raw, selected, slices, (lo, hi) = prepare_slices(chain, min_t, min_quotes, spread_floor)
+    raw, selected, slices, (lo, hi) = prepare_slices(
+        chain, min_t, min_quotes, spread_floor, weights
+    )
     # longest expiry first; each shorter smile is fitted under w <= every longer smile on that
     # smile's quoted k range, where the longer smile is determined by its quotes. Outside
     # them the surface's running envelope lifts a longer smile's extrapolated wing, so no
@@ -431,7 +438,12 @@ def fit_svi(
         message="",
         start=start,
         settings=asdict(s)
-        | {"min_t": min_t, "min_quotes": min_quotes, "spread_floor": spread_floor},
+        | {
+            "min_t": min_t,
+            "min_quotes": min_quotes,
+            "spread_floor": spread_floor,
+            "weights": weights,
+        },
     )
     if not fit.optimizer.converged:
         warnings.warn(f"SVI fit: {fit.optimizer.message}", ConvergenceWarning, stacklevel=2)
