@@ -213,3 +213,79 @@ def test_vol_shocks_floor_binds_after_calm() -> None:
     want = 0.75 * e + 0.25 * 2 * c  # ... and the floor brings a quarter of it back
     got = floored.diagnostics["vol_shock_by_node"]["30"]["down_es"]
     assert got == pytest.approx(1 - math.exp(-want), rel=1e-12)
+
+
+def test_hill_tail_recovers_pareto_index() -> None:
+    # exact Pareto(alpha = 3) above 1: P(X > x) = x**-3; the Hill estimator on the top 10 %
+    # is unbiased for a pure power law with standard error alpha / sqrt(k) (k = 2000: 2.2 %)
+    from volcal.risk.params import hill_tail
+
+    rng = np.random.default_rng(3)
+    x = rng.pareto(3.0, 20_000) + 1.0
+    alpha, u, share = hill_tail(x, 0.1)
+    assert alpha == pytest.approx(3.0, rel=0.07)  # 3 standard errors
+    assert share == pytest.approx(0.1, abs=1e-4)
+    # the fitted tail probability at 5 u against the true one: relative error ln(5) d_alpha,
+    # within 3 standard errors ln(5) x 3 alpha / sqrt(k) = 0.32
+    assert share * 5.0**-alpha == pytest.approx((5 * u) ** -3.0, rel=0.32)
+
+
+def test_extended_weights_are_tail_probabilities(synthetic: HistoryStats) -> None:
+    p = calibrate_margin_params(synthetic)
+    d = p.diagnostics
+    assert p.extended_weights is not None
+    assert len(p.extended_weights) == len(p.extended_moves)
+    # by hand from the diagnostics: a move m is ln(1+m) / sd standardised returns, sd today's
+    # 1-day EWMA vol lifted by the stress floor's ratio R / R_ewma; P = share (x/u)^-alpha
+    sd = d["ewma_vol_annual_now"] / math.sqrt(365.0) * p.price_range / d["R_es_ewma"]
+    for m, w in zip(p.extended_moves, p.extended_weights, strict=True):
+        alpha, u, share = d["hill_down"] if m < 0 else d["hill_up"]
+        x = abs(math.log1p(m)) / sd
+        assert x > u
+        assert w == pytest.approx(min(1.0, share * (x / u) ** -alpha / 0.01), rel=1e-9)
+    # a 60 % GBM has no 33 % day at 99 %: every extended move weighs far less than R/|m|
+    assert all(
+        w < p.price_range / abs(m) / 10
+        for m, w in zip(p.extended_moves, p.extended_weights, strict=True)
+    )
+    ex = calibrate_margin_params(synthetic, extended_weighting="exchange")
+    assert ex.extended_weights is None and ex.price_range == p.price_range
+    with pytest.raises(ValueError, match="extended_weighting"):
+        calibrate_margin_params(synthetic, extended_weighting="bogus")
+    q = MarginParams.from_dict(p.to_dict())
+    assert q.extended_weights == p.extended_weights
+
+
+def test_calibration_uses_only_data_before_as_of(synthetic: HistoryStats) -> None:
+    cut = synthetic.table["as_of"].iloc[1500]
+    a = calibrate_margin_params(synthetic, as_of=cut)
+    # the same history with everything from the cut on replaced by a crash: nothing changes
+    tab = synthetic.table.copy()
+    later = tab["as_of"] >= cut
+    for c in tab.columns:
+        if c != "as_of":
+            tab.loc[later, c] = tab.loc[later, c].to_numpy() * 0.3
+    b = calibrate_margin_params(HistoryStats(tab, synthetic.underlying), as_of=cut)
+    assert a.to_dict() == b.to_dict()
+    # and it differs from a calibration that sees the crash
+    assert calibrate_margin_params(HistoryStats(tab, "SYN")).price_range > a.price_range
+
+
+def test_confidence_scale_is_the_conformal_quantile() -> None:
+    from volcal.risk.params import confidence_scale
+
+    # n = 199 scores 1..199: the ceil(200 x 0.99) = 198-th smallest
+    assert confidence_scale(np.arange(1.0, 200.0), 0.99) == 198.0
+    # fewer than 99 scores: not enough for a 99 % quantile
+    assert math.isnan(confidence_scale(np.arange(1.0, 99.0), 0.99))
+    assert confidence_scale(np.arange(1.0, 100.0), 0.99) == 99.0
+    # finite-sample guarantee (Angelopoulos and Bates 2021, thm. 1): for iid continuous scores
+    # the coverage of a new score is exactly k / (n + 1) = 0.99 in expectation
+    rng = np.random.default_rng(11)
+    cov = []
+    for _ in range(4000):
+        s = rng.exponential(size=200)
+        c = confidence_scale(s[:199], 0.99)
+        cov.append(s[199] <= c)
+    # binomial standard error sqrt(0.99 x 0.01 / 4000) = 0.0016
+    assert np.mean(cov) == pytest.approx(0.99, abs=0.005)

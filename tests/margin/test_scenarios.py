@@ -191,3 +191,49 @@ def test_tabulated_smile_matches_direct(chain) -> None:  # type: ignore[no-untyp
     # i.e. a coin value error below vega/F x 1e-6 < 1e-6 coin
     assert np.max(np.abs(direct.pnl_coin - table.pnl_coin)) < 1e-6
     assert not np.array_equal(direct.pnl_coin, table.pnl_coin)  # the table was used
+
+
+def test_pm_grid_explicit_extended_weights() -> None:
+    w = (0.01, 0.02, 0.06, 0.015, 0.005, 0.001, 0.0003, 0.0001)
+    g = pm_grid(0.1, extended_weights=w)
+    assert np.allclose(g.weight[27:], w)
+    # moves inside the range are dropped with their weights
+    g = pm_grid(0.4, extended_weights=w)
+    assert np.allclose(g.weight[27:], [0.01, 0.02, 0.005, 0.001, 0.0003, 0.0001])
+    with pytest.raises(ValueError):
+        pm_grid(0.1, extended_weights=w[:3])
+
+
+def test_compiled_black_kernel_against_black_price() -> None:
+    # the numba loop of option_values against volcal.black_price (normalised-Black kernel,
+    # an independent implementation): random calls and puts, vols shocked up (with the floor)
+    # and down, expired options (intrinsic) and NaN vols (intrinsic, as black_usd)
+    from volcal import black_price
+    from volcal.risk._kernels import shocked_black
+
+    rng = np.random.default_rng(4)
+    n = 3000
+    f = rng.uniform(20_000, 120_000, n)
+    k = f * np.exp(rng.normal(0, 0.5, n))
+    t = rng.uniform(0.0, 1.5, n)
+    t[:50] = 0.0
+    call = rng.integers(0, 2, n).astype(bool)
+    base = rng.uniform(0.2, 1.5, (3, n))
+    base[0, 50:60] = np.nan
+    up, down = rng.uniform(0, 0.5, n), rng.uniform(0, 0.5, n)
+    growth = np.array([0.9, 1.0, 1.1, 1.05])
+    vdir = np.array([1.0, 0.0, -1.0, 1.0])
+    row = np.array([0, 1, 2, 0], dtype=np.int64)
+    dt = np.full(4, 1 / 365)
+    value, vol = np.empty((4, n)), np.empty((4, n))
+    shocked_black(base, row, growth, vdir, dt, f, k, t, call, up, down, 0.5, value, vol)
+    for j in range(4):
+        v = base[row[j]] * np.where(vdir[j] > 0, 1 + up, np.where(vdir[j] < 0, 1 - down, 1.0))
+        if vdir[j] > 0:
+            v = np.where(v < 0.5, 0.5, v)
+        f1, t1 = f * growth[j], np.maximum(t - dt[j], 0.0)
+        live = (t1 > 0) & np.isfinite(v)
+        ref = np.where(call, np.maximum(f1 - k, 0), np.maximum(k - f1, 0))
+        ref[live] = black_price(f1[live], k[live], t1[live], v[live], call[live])
+        assert np.allclose(value[j], ref, rtol=1e-10, atol=1e-10 * f1.max())
+        assert np.array_equal(np.isnan(vol[j]), np.isnan(v))

@@ -4,7 +4,12 @@ parameters calibrated from history, and their backtest. See ``docs/margin.md``.
 ``volcal.margin(positions, surface, chain, params)`` is :func:`volcal.risk.margin`.
 """
 
-from volcal.risk.backtest import BacktestResult, backtest_margin, kupiec_pof
+from volcal.risk.backtest import (
+    BacktestResult,
+    apply_confidence_scale,
+    backtest_margin,
+    kupiec_pof,
+)
 from volcal.risk.dynamics import SmileDynamics
 from volcal.risk.greeks import GREEK_COLUMNS, position_greeks
 from volcal.risk.history import (
@@ -15,7 +20,13 @@ from volcal.risk.history import (
     history_stats_from_quotes,
 )
 from volcal.risk.hull_white import HullWhiteDelta, fit_hull_white_delta, hull_white_from_chains
-from volcal.risk.params import MarginParams, calibrate_margin_params, deribit_pm_params
+from volcal.risk.params import (
+    MarginParams,
+    calibrate_margin_params,
+    confidence_scale,
+    deribit_pm_params,
+    hill_tail,
+)
 from volcal.risk.positions import (
     INVERSE_FUTURE_FACE_USD,
     POSITION_COLUMNS,
@@ -55,10 +66,13 @@ __all__ = [
     "ScenarioSet",
     "SmileDynamics",
     "VolShock",
+    "apply_confidence_scale",
     "backtest_margin",
     "calibrate_margin_params",
+    "confidence_scale",
     "deribit_pm_params",
     "fit_hull_white_delta",
+    "hill_tail",
     "history_stats",
     "history_stats_from_quotes",
     "hull_white_from_chains",

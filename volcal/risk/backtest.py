@@ -19,28 +19,32 @@ Books are rules mapped to the listed instruments at each date (:func:`standard_b
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 from scipy.stats import chi2, norm
 
 from volcal.risk.dynamics import SmileDynamics
 from volcal.risk.history import HistoryStats, history_stats
-from volcal.risk.params import MarginParams, calibrate_margin_params
-from volcal.risk.positions import INVERSE_FUTURE_FACE_USD, resolve_positions
+from volcal.risk.params import MarginParams, calibrate_margin_params, confidence_scale
+from volcal.risk.positions import INVERSE_FUTURE_FACE_USD, Positions, resolve_positions
 from volcal.risk.report import margin
 from volcal.risk.surfaces import MarginSurface, MarkSurface
 
 __all__ = [
     "BacktestResult",
     "BookRule",
+    "apply_confidence_scale",
     "backtest_margin",
     "kupiec_pof",
     "random_books",
     "standard_books",
 ]
+
+FloatArray = npt.NDArray[np.float64]
 
 BookRule = Callable[[Any], pd.DataFrame]
 """A book: a function of the chain at the evaluation instant returning positions."""
@@ -232,10 +236,14 @@ class BacktestResult:
         ``loss_coin`` (realised, positive = loss), ``exceed`` (loss > margin), ``horizon_days``.
     confidence:
         Claimed coverage.
+    calibration_records:
+        Records of the calibration-only books (``calibration_books`` of
+        :func:`backtest_margin`), empty when the books calibrate themselves.
     """
 
     records: pd.DataFrame
     confidence: float
+    calibration_records: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self, by: Sequence[str] = ("method",)) -> pd.DataFrame:
         """Per group: ``n``, ``exceedances``, ``coverage``, Kupiec ``lr`` and ``p_value``,
@@ -271,36 +279,130 @@ class BacktestResult:
         }
 
 
-def _without_extended(rep: Any) -> float:
-    """Initial margin of a report recomputed without the extended-move scenarios (coin)."""
+def _risk_with_extended(rep: Any, weights: Callable[[FloatArray], FloatArray] | None) -> float:
+    """Risk margin ``max(scenario, greek)`` of a report (coin, before the confidence scale)
+    with the PM grid's extended moves re-weighted: ``weights(moves)`` gives their weights,
+    ``None`` drops them (and the SPAN grid's extreme moves)."""
     tab = rep.scenario_pnl
-    core = tab[~tab.index.str.contains("-ext:")]["weighted_loss"]
-    scen = max(float(core.max()), 0.0)
-    c = rep.components
-    return max(scen, c["greek"]["coin"]) + c["liquidity_addon"]["coin"]
+    ext = tab.index.str.startswith("pm-ext:")
+    loss = tab["weighted_loss"].to_numpy(dtype=float)
+    if weights is None:
+        loss = loss[~tab.index.str.contains("-ext:")]
+    elif ext.any():
+        loss = loss.copy()
+        moves = tab["move"].to_numpy(dtype=float)[ext]
+        loss[ext] = -tab["total"].to_numpy(dtype=float)[ext] * weights(moves)
+    scen = max(float(loss.max()), 0.0) if loss.size else 0.0
+    return max(scen, float(rep.components["greek"]["coin"]))
+
+
+def _without_extended(rep: Any) -> float:
+    """Initial margin of a report recomputed without the extended-move scenarios (coin, scale 1)."""
+    return _risk_with_extended(rep, None) + float(rep.components["liquidity_addon"]["coin"])
 
 
 def _reweighted_extended(rep: Any, exponent: float) -> float:
-    """Initial margin of a report with the PM grid's extended moves weighted
-    ``(R/|m|)**exponent`` instead of the report's own ``(R/|m|)**q`` (coin; ``q > 0``)."""
-    q = float(rep.params.extended_weight_exponent)
-    if not q > 0:
-        raise ValueError("reweighting needs the report's extended_weight_exponent > 0")
-    tab = rep.scenario_pnl
-    ext = tab.index.str.startswith("pm-ext:")
-    weight = tab["weight"].to_numpy(dtype=float)
-    new_weight = np.where(ext, weight ** (exponent / q), weight)
-    loss = -tab["total"].to_numpy(dtype=float) * new_weight
-    scen = max(float(loss.max()), 0.0)
-    c = rep.components
-    return max(scen, c["greek"]["coin"]) + c["liquidity_addon"]["coin"]
+    """Initial margin of a report (coin, scale 1) with the PM grid's extended moves weighted
+    ``(R/|m|)**exponent``."""
+    R = float(rep.params.price_range)
+    risk = _risk_with_extended(rep, lambda m: (R / np.abs(m)) ** exponent)
+    return risk + float(rep.components["liquidity_addon"]["coin"])
 
 
-def _realised_loss(book: pd.DataFrame, chain0: Any, chain1: Any) -> float:
+SCALED_METHODS: dict[str, str] = {
+    "skew": "skew_raw",
+    "flat": "flat_raw",
+    "skew_exchange_ext_scaled": "skew_exchange_ext",
+}
+"""Confidence-scaled method -> the unscaled method whose past scores calibrate it."""
+
+
+def apply_confidence_scale(
+    records: pd.DataFrame,
+    base: str,
+    name: str,
+    confidence: float = 0.99,
+    calibration: pd.DataFrame | None = None,
+    min_history_days: float = 30.0,
+    window_days: float | None = None,
+    stress_weight: float = 0.25,
+) -> pd.DataFrame:
+    """Records of method ``name``: method ``base``'s margins with the risk part scaled at
+    each instant by :func:`~volcal.risk.params.confidence_scale` of the scores ``(loss -
+    liquidity) / risk`` of the book-days whose realised loss ended strictly before it.
+
+    Parameters
+    ----------
+    records:
+        Backtest records with ``as_of``, ``method``, ``risk_coin``, ``liquidity_coin``,
+        ``loss_coin`` and ``loss_end`` (instant of the snapshot that realised the loss).
+    base, name:
+        Unscaled method and the name of the scaled one.
+    confidence:
+        Target coverage.
+    calibration:
+        Records whose scores calibrate the scale (default ``records`` itself: the same
+        books' past).
+    min_history_days:
+        The scale stays 1 until the realised scores span this many days (30, as
+        ``volcal.jobs.MIN_MARGIN_HISTORY_DAYS`` and the stress window): the books of one day
+        share one market move, so a few calm days are few independent observations however
+        many books they hold (a 5-day calibration gave 0.19 on BTC and 20 exceedances in
+        the next two days, see ``docs/margin.md``).
+    window_days:
+        None (default): all past scores (an expanding window, which keeps the worst period
+        seen). A number: the scores of the last ``window_days`` only, ``c_recent``, floored
+        like the price range, ``max(c_recent, (1 - w) c_recent + w c_stress)`` with
+        ``c_stress`` the largest ``c_recent`` of the instants so far and ``w =
+        stress_weight`` (EMIR RTS 153/2013 art. 28(1)(b)).
+    stress_weight:
+        ``w`` of that floor.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The scaled records (``scale`` the multiplier, 1 while fewer than
+        ``confidence / (1 - confidence)`` past scores exist or they span less than
+        ``min_history_days``).
+    """
+    cal = records if calibration is None else calibration
+    cal = cal[(cal["method"] == base) & (cal["risk_coin"] > 0)]
+    end = cal["loss_end"].to_numpy()
+    order = np.argsort(end, kind="stable")
+    end = end[order]
+    scores = ((cal["loss_coin"] - cal["liquidity_coin"]) / cal["risk_coin"]).to_numpy(dtype=float)[
+        order
+    ]
+    out = records[records["method"] == base].copy()
+    scale = pd.Series(1.0, index=out.index)
+    min_span = pd.Timedelta(days=min_history_days)
+    c_stress = 0.0
+    for t in np.sort(out["as_of"].unique()):
+        n = int(np.searchsorted(end, t, side="left"))  # losses realised strictly before t
+        if n == 0 or t - end[0] < min_span:
+            continue
+        if window_days is None:
+            c = confidence_scale(scores[:n], confidence)
+        else:
+            n0 = int(np.searchsorted(end, t - pd.Timedelta(days=window_days), side="left"))
+            c = confidence_scale(scores[n0:n], confidence)
+            if np.isfinite(c):
+                c_stress = max(c_stress, c)
+                c = max(c, (1 - stress_weight) * c + stress_weight * c_stress)
+        scale[out["as_of"] == t] = c if np.isfinite(c) else 1.0
+    out["method"] = name
+    out["scale"] = scale
+    out["margin_coin"] = scale * out["risk_coin"] + out["liquidity_coin"]
+    out["exceed"] = out["loss_coin"] > out["margin_coin"]
+    return out
+
+
+def _realised_loss(book: pd.DataFrame | Positions, chain0: Any, chain1: Any) -> float:
     """Coin loss of the book from chain0's to chain1's marks (NaN if an option is missing)."""
-    pos = resolve_positions(book, chain0)
-    q1 = chain1.quotes.set_index("symbol")
+    pos = book if isinstance(book, Positions) else resolve_positions(book, chain0)
     tab = pos.table
+    quotes1 = chain1.quotes
+    q1 = quotes1[quotes1["symbol"].isin(tab["symbol"])].set_index("symbol")
     loss = 0.0
     for _, r in tab.iterrows():
         n = r["quantity"] * r["contract_size"]
@@ -331,6 +433,7 @@ def backtest_margin(
     flat_surface: Callable[[Any], MarginSurface] | None = None,
     confidence: float = 0.99,
     stats: HistoryStats | None = None,
+    calibration_books: Mapping[str, BookRule | pd.DataFrame] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> BacktestResult:
     """Backtest margin on a history of chains.
@@ -343,7 +446,8 @@ def backtest_margin(
         Book name -> rule (chain -> positions) or a fixed positions DataFrame.
     params_or_calibrator:
         Fixed :class:`MarginParams`, or a function of the statistics strictly before the
-        instant; default :func:`calibrate_margin_params` at ``confidence`` and ``horizon``.
+        instant; default :func:`calibrate_margin_params` at ``confidence`` and ``horizon``
+        (extended moves weighted by their tail probability).
     horizon:
         Margin period of risk; the realised loss is over the first snapshot at least this
         much later (skipped when that is more than 1.5 horizons away).
@@ -354,21 +458,32 @@ def backtest_margin(
     flat_surface:
         Builds the flat-vol surface of the ``flat`` method (default: ATM marks, no skew).
     confidence:
-        Claimed coverage (Kupiec's null).
+        Claimed coverage (Kupiec's null) and target of the confidence scale.
     stats:
         Precomputed :func:`history_stats` of the same history (saves a pass).
+    calibration_books:
+        Books whose past realised losses calibrate the confidence scale (margined like the
+        others, kept in ``calibration_records``); default: ``portfolios`` themselves (their
+        own past).
     progress:
         Called with a line of text per evaluation instant.
 
     Returns
     -------
     BacktestResult
-        Methods: ``skew`` (calibrated parameters, SSR dynamic), ``skew_no_ext`` (the same
-        without the extended-move scenarios of both grids), ``skew_ext_sq`` (the same with
-        the PM grid's extended moves weighted ``(R/|m|)**2`` instead of the parameters'
-        weighting), ``flat`` (same parameters,
-        flat smile, sticky strike), ``standard`` (Deribit standard initial margin),
-        ``reference_pm`` (the grid with the exchange's parameters, issue 6).
+        Methods (all margins in coin; ``*_raw`` and the alternatives at confidence scale 1):
+
+        * ``skew_raw``: the calibrated parameters, SSR dynamic, surface ``surface``;
+        * ``skew``: ``skew_raw`` with its risk part times the confidence scale calibrated on
+          the scores of book-days realised strictly before the instant
+          (:func:`apply_confidence_scale`);
+        * ``skew_exchange_ext``: ``skew_raw`` with the extended moves weighted ``R/|m|``
+          (the exchange's weighting), ``skew_exchange_ext_scaled`` its confidence-scaled
+          version; ``skew_ext_sq``: weighted ``(R/|m|)**2``; ``skew_no_ext``: without them;
+        * ``flat_raw`` (the same parameters on a flat smile, sticky strike), ``flat`` its
+          own confidence-scaled version, ``flat_exchange_ext`` with ``R/|m|``;
+        * ``standard`` (Deribit standard initial margin), ``reference_pm`` (the grid with the
+          exchange's parameters, issue 6).
     """
     if hasattr(history, "quotes") or not isinstance(history, Sequence):
         from volcal.risk.history import _as_chains
@@ -391,6 +506,11 @@ def backtest_margin(
     else:
         calib = params_or_calibrator
     flat = flat_surface or (lambda ch: MarkSurface.from_chain(ch, flat=True))
+    all_books: dict[str, tuple[BookRule | pd.DataFrame, bool]] = {
+        name: (rule, False) for name, rule in portfolios.items()
+    }
+    for name, rule in (calibration_books or {}).items():
+        all_books[f"calibration:{name}"] = (rule, True)
     times = pd.DatetimeIndex([c.as_of for c in chains])
     start = times[0] + pd.Timedelta(warmup)
     records: list[dict[str, Any]] = []
@@ -404,38 +524,78 @@ def backtest_margin(
         next_time = times[i] + pd.Timedelta(step)
         params = calib(st.before(times[i]))
         surf, fsurf = surface(ch), flat(ch)
-        for name, rule in portfolios.items():
+        R = float(params.price_range)
+
+        def exchange(m: FloatArray, R: float = R) -> FloatArray:
+            return np.asarray(R / np.abs(m))
+
+        def square(m: FloatArray, R: float = R) -> FloatArray:
+            return np.asarray((R / np.abs(m)) ** 2)
+
+        for name, (rule, is_cal) in all_books.items():
             try:
                 book = rule if isinstance(rule, pd.DataFrame) else rule(ch)
-                loss = _realised_loss(book, ch, chains[j])
+                pos = resolve_positions(book, ch)
+                loss = _realised_loss(pos, ch, chains[j])
             except (KeyError, ValueError, IndexError):
                 continue
             if not np.isfinite(loss):
                 continue
-            rep = margin(book, surf, ch, params)
+            rep = margin(pos, surf, ch, params)
             rep_flat = margin(
-                book, fsurf, ch, params, dynamics=SmileDynamics.sticky_strike(), reference=False
+                pos, fsurf, ch, params, dynamics=SmileDynamics.sticky_strike(), reference=False
             )
             horizon_days = (times[j] - times[i]) / pd.Timedelta(days=1)
-            for method, value in (
-                ("skew", rep.initial_margin_coin),
-                ("skew_no_ext", _without_extended(rep)),
-                ("skew_ext_sq", _reweighted_extended(rep, 2.0)),
-                ("flat", rep_flat.initial_margin_coin),
-                ("standard", rep.components["standard_initial"]["coin"]),
-                ("reference_pm", rep.components["reference_pm"]["coin"]),
-            ):
+            liq = float(rep.components["liquidity_addon"]["coin"])
+            liq_f = float(rep_flat.components["liquidity_addon"]["coin"])
+            rows: list[tuple[str, float, float]] = [
+                ("skew_raw", float(rep.components["risk"]["coin"]), liq),
+                ("skew_exchange_ext", _risk_with_extended(rep, exchange), liq),
+                ("skew_ext_sq", _risk_with_extended(rep, square), liq),
+                ("skew_no_ext", _risk_with_extended(rep, None), liq),
+                ("flat_raw", float(rep_flat.components["risk"]["coin"]), liq_f),
+                ("flat_exchange_ext", _risk_with_extended(rep_flat, exchange), liq_f),
+                ("standard", float(rep.components["standard_initial"]["coin"]), 0.0),
+                ("reference_pm", float(rep.components["reference_pm"]["coin"]), 0.0),
+            ]
+            for method, risk, lq in rows:
+                value = risk + lq
                 records.append(
                     {
                         "as_of": times[i],
                         "book": name,
                         "method": method,
-                        "margin_coin": float(value),
+                        "margin_coin": value,
                         "loss_coin": loss,
                         "exceed": bool(loss > value),
                         "horizon_days": horizon_days,
+                        "risk_coin": risk,
+                        "liquidity_coin": lq,
+                        "loss_end": times[j],
+                        "scale": 1.0,
+                        "calibration": is_cal,
                     }
                 )
         if progress is not None:
             progress(f"{times[i]} done, {len(records)} records")
-    return BacktestResult(pd.DataFrame(records), confidence)
+    rec = pd.DataFrame(records)
+    if rec.empty:
+        return BacktestResult(rec, confidence)
+    test, cal = rec[~rec["calibration"]], rec[rec["calibration"]]
+    cal_src = cal if calibration_books else test
+    scaled = [
+        apply_confidence_scale(test, base, name, confidence, cal_src)
+        for name, base in SCALED_METHODS.items()
+    ]
+    cal_scaled = (
+        [apply_confidence_scale(cal, b, n, confidence, cal) for n, b in SCALED_METHODS.items()]
+        if calibration_books
+        else []
+    )
+    return BacktestResult(
+        pd.concat([test, *scaled], ignore_index=True).drop(columns="calibration"),
+        confidence,
+        pd.concat([cal, *cal_scaled], ignore_index=True).drop(columns="calibration")
+        if calibration_books
+        else pd.DataFrame(),
+    )

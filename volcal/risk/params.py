@@ -23,6 +23,14 @@ provenance is in ``MarginParams.sources`` and the numbers behind it in ``diagnos
 * **SSR**: ``sum(x y) / sum(x x)`` over consecutive snapshots and maturities 7-90 days, with
   ``y = d sigma_ATM`` and ``x = skew * d ln F`` (the regression of ATM vol changes on log
   forward changes, in units of the ATM skew; Bergomi 2016, ch. 9), clipped to ``[-1, 3]``.
+* **Extended moves** (``extended_weighting="tail"``, the default): each extended move ``m``
+  of the portfolio-margin grid counts its loss times ``min(1, P(move beyond m) / (1 -
+  confidence))``, the probability from the EWMA-standardised horizon returns with a Hill
+  power-law tail above their 90 % quantile (conditional EVT, McNeil and Frey 2000), scaled to
+  today's EWMA vol lifted by the stress floor. ``"exchange"`` keeps the exchange's ``R/|m|``.
+* **Confidence scale**: a multiplier of the risk margin ``max(scenario, greek)`` calibrated on
+  past realised losses of margined books (:func:`confidence_scale`, split-conformal quantile
+  of ``(loss - liquidity) / risk``); 1 until a backtest history sets it.
 * **Liquidity**: per vega bucket the median over the lookback of each snapshot's median
   half-spread in vol (two-sided out-of-the-money quotes), used when a position has no
   two-sided quote; ``spread_stress`` the ``confidence`` quantile of the ratio of the 30-day
@@ -43,7 +51,13 @@ import pandas as pd
 from volcal.risk.history import NODES_DAYS, VEGA_BUCKETS_DAYS, history_stats
 from volcal.risk.scenarios import DEFAULT_EXTENDED_MOVES, VolShock
 
-__all__ = ["MarginParams", "calibrate_margin_params", "deribit_pm_params"]
+__all__ = [
+    "MarginParams",
+    "calibrate_margin_params",
+    "confidence_scale",
+    "deribit_pm_params",
+    "hill_tail",
+]
 
 FloatArray = npt.NDArray[np.float64]
 SCHEMA_VERSION = 1
@@ -84,6 +98,14 @@ class MarginParams:
         default) is the exchange's ``R/|m|`` of issue 6; a coin-settled desk may prefer ``2``
         (see ``docs/margin.md``: on inverse books ``R/|m|`` makes the -66 % move set the
         margin of every short put); ``inf`` drops the extended moves.
+    extended_weights:
+        Explicit weight of each of ``extended_moves`` (same order; from
+        :func:`calibrate_margin_params` with ``extended_weighting="tail"``: the move's tail
+        probability over ``1 - confidence``, at most 1); None uses ``(R/|m|)**q``.
+    confidence_scale:
+        Multiplier ``c > 0`` of the risk margin: ``initial = c max(scenario, greek) +
+        liquidity`` (maintenance likewise); 1 unless calibrated by :func:`confidence_scale`
+        on past realised losses.
     hull_white:
         ``(a, b, c)`` of Hull & White's minimum-variance delta
         (:class:`volcal.risk.hull_white.HullWhiteDelta`, e.g. from
@@ -112,6 +134,8 @@ class MarginParams:
     future_half_spread: float = 1e-4
     extended_moves: tuple[float, ...] = DEFAULT_EXTENDED_MOVES
     extended_weight_exponent: float = 1.0
+    extended_weights: tuple[float, ...] | None = None
+    confidence_scale: float = 1.0
     hull_white: tuple[float, float, float] | None = None
     currency: str = ""
     as_of: str = ""
@@ -138,6 +162,18 @@ class MarginParams:
                 "MarginParams.extended_weight_exponent must be >= 0, got "
                 f"{self.extended_weight_exponent}"
             )
+        if self.extended_weights is not None and (
+            len(self.extended_weights) != len(self.extended_moves)
+            or any(not (0 <= w <= 1e6) for w in self.extended_weights)
+        ):
+            raise ValueError(
+                "MarginParams.extended_weights needs one weight >= 0 per extended move: "
+                f"{self.extended_weights} for {self.extended_moves}"
+            )
+        if not (self.confidence_scale > 0 and np.isfinite(self.confidence_scale)):
+            raise ValueError(
+                f"MarginParams.confidence_scale must be finite and > 0, got {self.confidence_scale}"
+            )
         if any(not (m > -1 and np.isfinite(m)) for m in self.extended_moves):
             raise ValueError(f"MarginParams.extended_moves must be > -1: {self.extended_moves}")
 
@@ -151,6 +187,8 @@ class MarginParams:
         d = asdict(self)
         d["half_spread_vol"] = list(self.half_spread_vol)
         d["extended_moves"] = list(self.extended_moves)
+        if self.extended_weights is not None:
+            d["extended_weights"] = list(self.extended_weights)
         d["schema_version"] = SCHEMA_VERSION
         return json.loads(json.dumps(d, default=_jsonable))
 
@@ -166,6 +204,8 @@ class MarginParams:
             d["hull_white"] = (a, b, c)
         if "extended_moves" in d:
             d["extended_moves"] = tuple(float(x) for x in d["extended_moves"])
+        if d.get("extended_weights") is not None:
+            d["extended_weights"] = tuple(float(x) for x in d["extended_weights"])
         return cls(**d)
 
     def summary(self) -> str:
@@ -189,9 +229,14 @@ class MarginParams:
             ("future_half_spread", f"{self.future_half_spread:g}"),
             (
                 "extended_weight_exponent",
-                f"(R/|m|)^{self.extended_weight_exponent:g} on moves "
+                (
+                    f"(R/|m|)^{self.extended_weight_exponent:g} on moves "
+                    if self.extended_weights is None
+                    else "tail-probability weights on moves "
+                )
                 + ", ".join(f"{m:+.0%}" for m in self.extended_moves),
             ),
+            ("confidence_scale", f"{self.confidence_scale:.3f}"),
         ]
         for name, text in rows:
             lines.append(f"  {name:24s} {text:50s} [{self.sources.get(name, 'default')}]")
@@ -318,6 +363,71 @@ def _fit_shock_shape(dte: FloatArray, up: FloatArray, down: FloatArray) -> tuple
     )
 
 
+def hill_tail(x: FloatArray, tail_fraction: float = 0.1) -> tuple[float, float, float]:
+    """Hill estimator of a power-law upper tail, ``P(X > x) = share (x / u)**-alpha`` for
+    ``x >= u`` (Hill 1975; McNeil and Frey 2000 apply it to volatility-standardised returns).
+
+    Parameters
+    ----------
+    x:
+        Sample (NaNs ignored); the upper tail is fitted.
+    tail_fraction:
+        Share of the sample in the tail: ``k = max(5, round(tail_fraction n))`` largest values
+        above the threshold ``u``, the ``(k+1)``-th largest.
+
+    Returns
+    -------
+    (alpha, u, share)
+        Tail index (clipped to ``[1, 10]``), threshold and ``k / n``; NaNs when fewer than
+        ``k + 1`` finite values or ``u <= 0``.
+    """
+    v = np.sort(np.asarray(x, dtype=float)[np.isfinite(x)])[::-1]
+    n = v.size
+    k = max(5, round(tail_fraction * n))
+    if n < k + 1 or v[k] <= 0:
+        return float("nan"), float("nan"), float("nan")
+    u = float(v[k])
+    alpha = k / float(np.sum(np.log(v[:k] / u)))
+    return float(np.clip(alpha, 1.0, 10.0)), u, k / n
+
+
+def _tail_probability(x: float, fit: tuple[float, float, float], sample: FloatArray) -> float:
+    """``P(X > x)``: the Hill tail beyond its threshold, the empirical share below it."""
+    alpha, u, share = fit
+    if not np.isfinite(alpha) or x <= u:
+        ok = sample[np.isfinite(sample)]
+        return float(np.mean(ok > x)) if ok.size else 1.0
+    return float(share * (x / u) ** -alpha)
+
+
+def confidence_scale(
+    scores: npt.ArrayLike, confidence: float = 0.99, *, min_scale: float = 1e-3
+) -> float:
+    """Multiplier of the risk margin so that past realised losses are covered at
+    ``confidence`` (split-conformal quantile).
+
+    ``scores`` are past book-days' ``(realised loss - liquidity add-on) / risk margin``
+    (risk = ``max(scenario, greek)`` at scale 1); the margin ``c risk + liquidity`` covers a
+    loss exactly when its score is ``<= c``. ``c`` is the ``ceil((n + 1) confidence)``-th
+    smallest of the ``n`` scores: for exchangeable scores a new one is ``<= c`` with
+    probability at least ``confidence`` (Vovk, Gammerman and Shafer 2005; Angelopoulos and
+    Bates 2021, "A gentle introduction to conformal prediction", sec. 1).
+
+    Returns
+    -------
+    float
+        ``max(c, min_scale)``, or NaN when ``n < ceil((n + 1) confidence)`` (fewer than
+        ``confidence / (1 - confidence)`` scores, 99 at 99 %): the caller keeps scale 1.
+    """
+    x = np.asarray(scores, dtype=float)
+    x = np.sort(x[np.isfinite(x)])
+    n = x.size
+    k = int(np.ceil((n + 1) * confidence - 1e-9))
+    if n == 0 or k > n:
+        return float("nan")
+    return float(max(x[k - 1], min_scale))
+
+
 def calibrate_margin_params(
     history: Any,
     confidence: float = 0.99,
@@ -329,6 +439,7 @@ def calibrate_margin_params(
     ewma_lambda: float = 0.94,
     stress_weight: float = 0.25,
     stress_window: pd.Timedelta | str = "30D",
+    extended_weighting: str = "tail",
 ) -> MarginParams:
     """Calibrate margin parameters from a history of option chains.
 
@@ -353,6 +464,11 @@ def calibrate_margin_params(
         Weight of the stressed range in the anti-procyclicality floor.
     stress_window:
         Length of the stress window (the most volatile such window of the lookback).
+    extended_weighting:
+        ``"tail"`` (default): each extended move's loss counts ``min(1, P / (1 -
+        confidence))`` with ``P`` its probability over the horizon from a Hill tail of the
+        EWMA-standardised returns (at today's EWMA vol times the stress floor's lift
+        ``R / R_ewma``); ``"exchange"``: the exchange's ``R/|m|``.
 
     Returns
     -------
@@ -411,6 +527,23 @@ def calibrate_margin_params(
     R_var_stress = max(1 - np.exp(-s_var_lo), np.exp(s_var_hi) - 1)
     R_es = max(R_es_ewma, (1 - stress_weight) * R_es_ewma + stress_weight * R_es_stress)
     R_var = max(R_var_ewma, (1 - stress_weight) * R_var_ewma + stress_weight * R_var_stress)
+
+    # extended moves: probability of each over the horizon (Hill tails of the standardised
+    # returns, today's EWMA vol lifted by the stress floor), weight min(1, P / (1 - alpha))
+    if extended_weighting not in ("tail", "exchange"):
+        raise ValueError(
+            f"extended_weighting must be 'tail' or 'exchange', got {extended_weighting!r}"
+        )
+    sd_now = float(np.sqrt(var_day[-1] * h_days)) * (R_es / R_es_ewma if R_es_ewma > 0 else 1.0)
+    fit_dn, fit_up = hill_tail(-z), hill_tail(z)
+    ext_moves: tuple[float, ...] = DEFAULT_EXTENDED_MOVES
+    ext_prob = []
+    for m in ext_moves:
+        zm = float(np.log1p(m)) / sd_now
+        ext_prob.append(
+            _tail_probability(-zm, fit_dn, -z) if zm < 0 else _tail_probability(zm, fit_up, z)
+        )
+    ext_w = tuple(float(min(1.0, p / (1 - alpha))) for p in ext_prob)
 
     # vol shocks by tenor: filtered historical simulation of ln ATM vol changes (each change
     # scaled by today's EWMA vol of that node's changes over the EWMA vol at its start), with
@@ -503,7 +636,13 @@ def calibrate_margin_params(
         "spread_stress": f"{alpha:g} quantile of the 30-day half-spread ratio over the horizon",
         "turnover": "median 24h volume / open interest",
         "future_half_spread": "assumed (no futures quotes in the chains)",
-        "extended_weight_exponent": "issue 6 default: extended moves weighted R/|m|",
+        "extended_weight_exponent": (
+            f"tail probability over the horizon / {1 - alpha:g} (Hill tails of the "
+            f"EWMA-standardised returns: alpha down {fit_dn[0]:.2f}, up {fit_up[0]:.2f})"
+            if extended_weighting == "tail"
+            else "issue 6 / exchange: extended moves weighted R/|m|"
+        ),
+        "confidence_scale": "1 (set by confidence_scale() from past realised losses)",
     }
     diagnostics = {
         "n_returns": int(i.size),
@@ -521,6 +660,10 @@ def calibrate_margin_params(
         "ssr_r2": r2,
         "spot_vol_beta": beta,
         "n_ssr_changes": int(x.size),
+        "hill_down": fit_dn,
+        "hill_up": fit_up,
+        "extended_probability": {f"{m:+.2f}": p for m, p in zip(ext_moves, ext_prob, strict=True)},
+        "extended_weights_tail": ext_w,
     }
     return MarginParams(
         price_range=float(min(R_es, 0.95)),
@@ -533,6 +676,7 @@ def calibrate_margin_params(
         half_spread_vol=hs,
         spread_stress=spread_stress,
         turnover=turnover,
+        extended_weights=ext_w if extended_weighting == "tail" else None,
         currency=stats.underlying,
         as_of=str(times.iloc[-1]),
         sources=sources,

@@ -16,7 +16,8 @@ account currency, coin for coin-settled books, see :mod:`volcal.risk.scenarios`)
   calibrated one in vol times vega; futures ``future_half_spread``), times ``spread_stress``,
   times ``max(1, sqrt(|q| / (turnover OI)))`` for sizes large against open interest.
 
-``initial = max(scenario, G) + liquidity``; ``maintenance`` is the same with the maintenance
+``initial = c max(scenario, G) + liquidity`` with ``c = params.confidence_scale`` (1 unless
+calibrated on past realised losses); ``maintenance`` is the same with the maintenance
 range and shocks (``price_range_mm``, ``vol_shock_mm``). Deribit's standard margin and the
 exchange-parameter grid (:func:`~volcal.risk.params.deribit_pm_params`) are reported beside.
 """
@@ -59,7 +60,8 @@ class MarginReport:
         Totals.
     components:
         Total of each component in coin and USD (``{name: {"coin": x, "usd": y}}``):
-        ``scenario_pm``, ``scenario_span``, ``scenario``, ``delta_addon``, ``gamma_addon``,
+        ``scenario_pm``, ``scenario_span``, ``scenario``, ``risk`` (``max(scenario, greek)``
+        before the confidence scale), ``risk_mm``, ``delta_addon``, ``gamma_addon``,
         ``vega_addon``, ``greek``, ``liquidity_addon``, ``standard_initial``,
         ``standard_maintenance``, ``reference_pm``, and the ``_mm`` variants.
     positions:
@@ -217,6 +219,7 @@ def _scenario_part(
         R,
         extended=params.extended_moves,
         extended_weight_exponent=params.extended_weight_exponent,
+        extended_weights=params.extended_weights,
         dt=dt,
     )
     grid = pm + span_grid(R, dt=dt)
@@ -293,8 +296,10 @@ def margin(
     g_acc = tot["greek"] / s0 if acc == "coin" else tot["greek"]
     g_mm_acc = tot_mm["greek"] / s0 if acc == "coin" else tot_mm["greek"]
     liq_acc = liq_total / s0 if acc == "coin" else liq_total
-    im = max(scen, g_acc) + liq_acc
-    mm = max(scen_mm, g_mm_acc) + liq_acc
+    c = params.confidence_scale
+    risk, risk_mm = max(scen, g_acc), max(scen_mm, g_mm_acc)
+    im = c * risk + liq_acc
+    mm = c * risk_mm + liq_acc
     comps = {
         "scenario_pm": both(pm_loss, acc),
         "scenario_span": both(span_loss, acc),
@@ -306,6 +311,8 @@ def margin(
         "greek": both(tot["greek"], "usd"),
         "greek_mm": both(tot_mm["greek"], "usd"),
         "liquidity_addon": both(liq_total, "usd"),
+        "risk": both(risk, acc),
+        "risk_mm": both(risk_mm, acc),
         "standard_initial": both(float(std["standard_im_coin"].sum()), "coin"),
         "standard_maintenance": both(float(std["standard_mm_coin"].sum()), "coin"),
     }
@@ -326,6 +333,7 @@ def margin(
     worst = int(np.argmax(loss))
     table = pnl.to_frame(acc if acc == "usd" else "coin")
     table["total"] = table.sum(axis=1)
+    table["move"] = pnl.scenarios.move
     table["weight"] = pnl.scenarios.weight
     table["weighted_loss"] = loss
     per_pos = pd.concat(

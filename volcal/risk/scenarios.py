@@ -39,6 +39,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.special import ndtr
 
+from volcal.risk._kernels import interpolate_tables, shocked_black
 from volcal.risk.dynamics import SmileDynamics
 from volcal.risk.positions import Positions
 from volcal.risk.surfaces import MarginSurface
@@ -198,6 +199,7 @@ def pm_grid(
     n_points: int = 9,
     extended: Sequence[float] = DEFAULT_EXTENDED_MOVES,
     extended_weight_exponent: float = 1.0,
+    extended_weights: Sequence[float] | None = None,
     dt: float = 0.0,
 ) -> ScenarioSet:
     """Deribit-portfolio-margin-like grid.
@@ -214,6 +216,10 @@ def pm_grid(
     extended_weight_exponent:
         ``q >= 0`` of the extended moves' weight: 1 is the exchange's ``R/|m|`` (issue 6), 2
         weights them by the square (``inf`` drops them, 0 counts them in full).
+    extended_weights:
+        Explicit weight of each move of ``extended`` (same order, e.g. its tail probability
+        over ``1 - confidence``, see :func:`volcal.risk.params.calibrate_margin_params`);
+        replaces ``(R/|m|)**q`` when given.
     dt:
         Time step (years).
 
@@ -230,12 +236,23 @@ def pm_grid(
     mm, vv = np.meshgrid(moves, [1.0, 0.0, -1.0], indexing="ij")
     m, v = mm.ravel(), vv.ravel()
     names = [_label("pm", a, b) for a, b in zip(m, v, strict=True)]
-    ext = np.array([x for x in extended if abs(x) > price_range and x > -1], dtype=float)
+    if extended_weights is not None and len(extended_weights) != len(extended):
+        raise ValueError(
+            f"pm_grid: {len(extended_weights)} extended_weights for {len(extended)} moves"
+        )
+    keep = [i for i, x in enumerate(extended) if abs(x) > price_range and x > -1]
+    ext = np.array([extended[i] for i in keep], dtype=float)
     names += [_label("pm-ext", a, 0.0) for a in ext]
+    if extended_weights is None:
+        w_ext = (price_range / np.abs(ext)) ** extended_weight_exponent
+    else:
+        w_ext = np.array([float(extended_weights[i]) for i in keep], dtype=float)
+        if np.any(~np.isfinite(w_ext) | (w_ext < 0)):
+            raise ValueError(f"pm_grid: extended_weights must be >= 0: {extended_weights}")
     return ScenarioSet(
         np.concatenate([m, ext]),
         np.concatenate([v, np.zeros(ext.size)]),
-        np.concatenate([np.ones(m.size), (price_range / np.abs(ext)) ** extended_weight_exponent]),
+        np.concatenate([np.ones(m.size), w_ext]),
         tuple(names),
         dt,
     )
@@ -389,7 +406,8 @@ TABLE_POINTS = 4096
 def _surface_vols(
     surface: MarginSurface, strike: FloatArray, t: FloatArray, tabulate: bool | None
 ) -> FloatArray:
-    """Surface vols at ``(strike, t)``; optionally through a table of each expiry's smile.
+    """Surface vols at ``(strike, t)`` (any shapes); optionally through a table of each
+    expiry's smile.
 
     With few distinct expiries and many strikes (a large book under many moves), each
     expiry's smile is evaluated once on :data:`TABLE_POINTS` log-strikes spanning the needed
@@ -420,6 +438,48 @@ def _surface_vols(
     return out
 
 
+def _move_vols(
+    surface: MarginSurface,
+    strike: FloatArray,
+    t: FloatArray,
+    moves: FloatArray,
+    dynamics: SmileDynamics,
+    tabulate: bool | None,
+) -> FloatArray:
+    """Surface vols at the lookup strikes of every distinct move, shape ``(moves, n)``.
+
+    The lookup strike is ``K`` times a factor of the move (``(1+m)**-(1-SSR)``), so in
+    ``ln K`` each move shifts all strikes alike: with tables (see :func:`_surface_vols`),
+    each expiry's smile is tabulated once over ``[min ln K + min shift, max ln K + max
+    shift]`` and read by a compiled interpolation.
+    """
+    ts, row = np.unique(t, return_inverse=True)
+    if tabulate is None:
+        tabulate = ts.size * TABLE_POINTS < moves.size * strike.size
+    if not tabulate:
+        lookup = dynamics.lookup_strike(strike[None, :], moves[:, None])
+        tt = np.broadcast_to(t, lookup.shape)
+        return np.asarray(surface.implied_vol(lookup, tt), dtype=float)
+    shift = np.log(dynamics.lookup_strike(np.ones(moves.size), moves))
+    x = np.log(strike)
+    lo = np.full(ts.size, np.inf)
+    hi = np.full(ts.size, -np.inf)
+    np.minimum.at(lo, row, x)
+    np.maximum.at(hi, row, x)
+    lo += float(shift.min())
+    hi += float(shift.max())
+    frac = np.linspace(0.0, 1.0, TABLE_POINTS)
+    grid = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
+    table = np.ascontiguousarray(
+        surface.implied_vol(np.exp(grid), np.broadcast_to(ts[:, None], grid.shape)), dtype=float
+    )
+    width = hi - lo
+    inv_h = np.divide(TABLE_POINTS - 1.0, width, out=np.zeros(ts.size), where=width > 0)
+    out = np.empty((moves.size, strike.size))
+    interpolate_tables(x, shift, row.astype(np.int64), table, lo, inv_h, out)
+    return out
+
+
 def option_values(
     surface: MarginSurface,
     strike: FloatArray,
@@ -428,26 +488,61 @@ def option_values(
     forward: FloatArray,
     move: FloatArray,
     vol_dir: FloatArray,
-    dt: float,
+    dt: float | FloatArray,
     dynamics: SmileDynamics,
     shock: VolShock,
     tabulate: bool | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """Black-76 USD values of unit options under scenarios, and the vols used.
 
-    Shapes: option arrays ``(n,)``, scenario arrays ``(s,)``; returns ``(s, n)`` arrays. The
-    surface is evaluated once per distinct move (the vol shock and time step do not change the
-    lookup strike); ``tabulate`` as in :func:`_surface_vols`.
+    Shapes: option arrays ``(n,)``, scenario arrays ``(s,)`` (``dt``, years, a scalar or one
+    per scenario); returns ``(s, n)`` arrays. The surface is evaluated once per distinct move
+    (the vol shock and time step do not change the lookup strike); ``tabulate`` as in
+    :func:`_surface_vols`. Black-76 and the shocks run in a compiled loop
+    (:mod:`volcal.risk._kernels`), the same formulas as :func:`black_usd` and
+    :meth:`VolShock.apply`.
     """
+    strike = np.ascontiguousarray(strike, dtype=float)
+    t = np.ascontiguousarray(t, dtype=float)
+    move = np.asarray(move, dtype=float)
     moves, inv = np.unique(move, return_inverse=True)
-    lookup = dynamics.lookup_strike(strike[None, :], moves[:, None])
-    tt = np.broadcast_to(t, lookup.shape)
-    base_vol = _surface_vols(surface, lookup, tt, tabulate)[inv]
+    base = np.ascontiguousarray(_move_vols(surface, strike, t, moves, dynamics, tabulate))
     dte = t * 365.0
-    vol = shock.apply(base_vol, vol_dir[:, None], dte[None, :])
-    f1 = forward[None, :] * (1.0 + move[:, None])
-    t1 = np.maximum(t - dt, 0.0)[None, :]
-    return black_usd(f1, strike[None, :], t1, vol, call[None, :]), vol
+    s, n = move.size, strike.size
+    value = np.empty((s, n))
+    vol = np.empty((s, n))
+    shocked_black(
+        base,
+        inv.ravel().astype(np.int64),
+        1.0 + move,
+        np.ascontiguousarray(vol_dir, dtype=float),
+        np.ascontiguousarray(np.broadcast_to(np.asarray(dt, dtype=float), (s,))),
+        np.ascontiguousarray(forward, dtype=float),
+        strike,
+        t,
+        np.ascontiguousarray(call, dtype=np.bool_),
+        np.ascontiguousarray(shock.up(dte), dtype=float),
+        np.ascontiguousarray(shock.down(dte), dtype=float),
+        float(shock.up_floor),
+        value,
+        vol,
+    )
+    return value, vol
+
+
+def _unique_instruments(
+    strike: FloatArray, t: FloatArray, call: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """``(first, back)``: index of one position per distinct ``(strike, t, call)`` and, per
+    position, the index of its instrument in ``first``."""
+    order = np.lexsort((strike, t, call))
+    ks, ts, cs = strike[order], t[order], call[order]
+    new = np.ones(order.size, dtype=bool)
+    new[1:] = (ks[1:] != ks[:-1]) | (ts[1:] != ts[:-1]) | (cs[1:] != cs[:-1])
+    gid = np.cumsum(new) - 1
+    back = np.empty(order.size, dtype=np.intp)
+    back[order] = gid
+    return order[new], back
 
 
 def revalue(
@@ -493,29 +588,25 @@ def revalue(
     opt = legs.option
     if opt.any():
         # reprice each distinct instrument once (a book holds many positions per instrument),
-        # as unit values: USD value, coin P&L (value / F) and USD P&L
-        keys = np.stack([legs.strike[opt], legs.t[opt], legs.call[opt].astype(float)], axis=1)
-        uniq, first, back = np.unique(keys, axis=0, return_index=True, return_inverse=True)
-        back = back.ravel()
+        # as unit values: USD value, coin P&L (value / F) and USD P&L; the first scenario
+        # is "now" (no move, no shock, no time)
+        ko, to, co = legs.strike[opt], legs.t[opt], legs.call[opt]
+        first, back = _unique_instruments(ko, to, co)
         fu = legs.forward[opt][first]
-        cu = uniq[:, 2] > 0.5
-        zeros = np.zeros(1)
-        v0 = option_values(
-            surface, uniq[:, 0], uniq[:, 1], cu, fu, zeros, zeros, 0.0, dynamics, shock
-        )[0][0]
-        v1 = option_values(
+        both = option_values(
             surface,
-            uniq[:, 0],
-            uniq[:, 1],
-            cu,
+            ko[first],
+            to[first],
+            co[first],
             fu,
-            move,
-            scenarios.vol,
-            scenarios.dt,
+            np.concatenate([[0.0], move]),
+            np.concatenate([[0.0], scenarios.vol]),
+            np.concatenate([[0.0], np.full(s, scenarios.dt)]),
             dynamics,
             shock,
             tabulate,
-        )[0].T
+        )[0]
+        v0, v1 = both[0], both[1:].T
         unit_coin = v1 / (fu[:, None] * growth[None, :]) - (v0 / fu)[:, None]
         rows = np.nonzero(opt)[0]
         value0[rows] = v0[back]
