@@ -256,7 +256,7 @@ def load_inputs(
 
 
 def _empty(columns: Sequence[str]) -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    return pd.DataFrame(columns=list(columns), dtype=object)
 
 
 PARAM_COLUMNS = ("expiry", "param", "value")
@@ -690,30 +690,44 @@ def _fit_expiries(
 def _curves_and_term(
     surface: Any, chain: OptionChain, expiries: list[tuple[pd.Timestamp, float, float]]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    if not expiries:
+        return _empty(CURVE_COLUMNS), pd.DataFrame(columns=list(TERM_COLUMNS))
     q = chain.quotes
-    usable = q[(q["filter_reason"] == "") & np.isfinite(q["k"])]
-    curve_rows: list[pd.DataFrame] = []
-    term_rows = []
-    for expiry, t, fwd in expiries:
-        ks = usable.loc[usable["expiry"] == expiry, "k"].to_numpy(dtype=float)
-        lo, hi = (float(ks.min()), float(ks.max())) if ks.size else (-0.3, 0.3)
+    k_all = q["k"].to_numpy(dtype=float)
+    ok = (q["filter_reason"].to_numpy() == "") & np.isfinite(k_all)
+    k_ok, expiry_ok = k_all[ok], pd.DatetimeIndex(q["expiry"]).asi8[ok]
+    h = SKEW_STEP
+    ks, ts = [], []
+    for expiry, t, _ in expiries:
+        kx = k_ok[expiry_ok == pd.Timestamp(expiry).as_unit("ns").value]
+        lo, hi = (float(kx.min()), float(kx.max())) if kx.size else (-0.3, 0.3)
         pad = 0.05 * (hi - lo) + 1e-3
-        grid = np.linspace(lo - pad, hi + pad, SMILE_POINTS)
-        iv = _implied(surface, grid, np.full(grid.shape, t))
-        curve_rows.append(pd.DataFrame({"expiry": expiry, "t": t, "k": grid, "iv": iv}))
-        h = SKEW_STEP
-        atm = _implied(surface, np.array([-h, 0.0, h]), np.full(3, t))
-        term_rows.append(
-            {
-                "expiry": expiry,
-                "t": t,
-                "forward": fwd,
-                "atm_vol": float(atm[1]),
-                "atm_skew": float((atm[2] - atm[0]) / (2 * h)),
-            }
-        )
-    curves = pd.concat(curve_rows, ignore_index=True) if curve_rows else _empty(CURVE_COLUMNS)
-    term = pd.DataFrame(term_rows, columns=list(TERM_COLUMNS))
+        # the smile grid, then the three points of the ATM vol and skew
+        ks.append(np.concatenate([np.linspace(lo - pad, hi + pad, SMILE_POINTS), [-h, 0.0, h]]))
+        ts.append(np.full(SMILE_POINTS + 3, t))
+    iv = _implied(surface, np.concatenate(ks), np.concatenate(ts))
+    iv = iv.reshape(len(expiries), SMILE_POINTS + 3)
+    grid = np.stack(ks)[:, :SMILE_POINTS]
+    n = SMILE_POINTS
+    curves = pd.DataFrame(
+        {
+            "expiry": np.repeat(np.array([e for e, _, _ in expiries], dtype=object), n),
+            "t": np.repeat([t for _, t, _ in expiries], n),
+            "k": grid.ravel(),
+            "iv": iv[:, :n].ravel(),
+        }
+    )
+    curves["expiry"] = pd.to_datetime(curves["expiry"], utc=True)
+    term = pd.DataFrame(
+        {
+            "expiry": pd.to_datetime([e for e, _, _ in expiries], utc=True),
+            "t": [float(t) for _, t, _ in expiries],
+            "forward": [float(f) for _, _, f in expiries],
+            "atm_vol": iv[:, n + 1],
+            "atm_skew": (iv[:, n + 2] - iv[:, n]) / (2 * h),
+        },
+        columns=list(TERM_COLUMNS),
+    )
     return curves, term
 
 
