@@ -203,3 +203,10 @@ def test_failed_model_and_snapshot_status_are_stored(tmp_path: Path) -> None:
         assert fits.loc["heston", "status"] == "failed"
         assert "CalibrationError: fake failure on ETH" in fits.loc["heston", "error"]
         assert store.snapshots()["status"].tolist() == ["failed"]
+
+
+def test_thread_count_is_set_and_validated() -> None:
+    with Store(":memory:", threads=1) as db:
+        assert db.query("SELECT current_setting('threads') AS n")["n"].iloc[0] == 1
+    with pytest.raises(StoreError, match="threads"):
+        Store(":memory:", threads=0)

@@ -151,6 +151,18 @@ def split_snapshots(
     return [(str(key[0]), pd.Timestamp(key[1]), rows) for key, rows in groups]  # type: ignore[arg-type]
 
 
+@dataclass
+class _TaskOutput:
+    """What a worker sends back for one snapshot: the store's tables (built on the worker, so
+    the writing process only writes) and the problems to record; ``tables`` is None when the
+    snapshot could not be loaded (``error`` says why)."""
+
+    tables: Any
+    error: str = ""
+    errors: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[dict[str, str]] = field(default_factory=list)
+
+
 def _task(
     rows: pd.DataFrame,
     currency: str,
@@ -159,13 +171,13 @@ def _task(
     margin: MarginSettings,
     source_path: str,
     source_sha256: str,
-) -> Any:
-    """One snapshot on a worker: build the chain, fit, margin; a plain result (no fit objects).
+) -> _TaskOutput:
+    """One snapshot on a worker: build the chain, fit, margin, and the store's tables.
 
     Never raises for bad data or a failing model: they are recorded in the result.
     """
     from volcal.data.snapshots import load_snapshot
-    from volcal.jobs import InputSpec, SnapshotResult, SourceInfo, process_chain
+    from volcal.jobs import InputSpec, SourceInfo, process_chain
 
     spec = InputSpec("", currency, "snapshot", Path(source_path))
     source = SourceInfo("snapshot", source_path, source_sha256)
@@ -173,12 +185,14 @@ def _task(
         got = load_snapshot(rows, currency)
         chain = got[-1] if isinstance(got, list) else got
     except Exception as exc:
-        return SnapshotResult(
-            spec=spec, source=source, status="load_failed", error=f"{type(exc).__name__}: {exc}"
-        )
-    return process_chain(
+        return _TaskOutput(tables=None, error=f"{type(exc).__name__}: {exc}")
+    result = process_chain(
         chain, models=models, fit=fit, margin=margin, spec=spec, source=source, keep_fits=False
     )
+    if result.chain is None:
+        return _TaskOutput(tables=None, error=result.error)
+    errors, warns = result.problems()
+    return _TaskOutput(tables=result.to_tables(), errors=errors, warnings=warns)
 
 
 def backfill(
@@ -311,7 +325,7 @@ def backfill(
         log.info(
             "backfill %s: %d snapshots on %d worker(s)", run_id[:8], len(tasks), report.n_workers
         )
-        with Store(store) as db:
+        with Store(store, threads=1) as db:
             db.write_run(record("running", 0))
             futures = {}
             for cur, when, rows in tasks:
@@ -336,7 +350,7 @@ def backfill(
                 except Exception as exc:  # the task itself died (worker lost, pickling, ...)
                     result = None
                     err = f"{type(exc).__name__}: {exc}"
-                if result is None or result.chain is None:
+                if result is None or result.tables is None:
                     err = result.error if result is not None else err
                     report.n_failed += 1
                     report.failures.append(
@@ -351,7 +365,7 @@ def backfill(
                         }
                     )
                 else:
-                    e, w = result.problems()
+                    e, w = result.errors, result.warnings
                     for item in e:
                         report.failures.append(
                             {
@@ -363,7 +377,7 @@ def backfill(
                         )
                     errors.extend(e)
                     warns.extend(w)
-                    db.write_snapshot(run_id, result.to_tables())
+                    db.write_snapshot(run_id, result.tables)
                     report.n_stored += 1
                 if bar is not None:
                     bar[0].update(bar[1], completed=done)
