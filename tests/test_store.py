@@ -210,3 +210,30 @@ def test_thread_count_is_set_and_validated() -> None:
         assert db.query("SELECT current_setting('threads') AS n")["n"].iloc[0] == 1
     with pytest.raises(StoreError, match="threads"):
         Store(":memory:", threads=0)
+
+
+def test_batched_snapshot_write_equals_one_by_one() -> None:
+    """``write_snapshots`` (one transaction, one INSERT per table) stores exactly what
+    ``write_snapshot`` stores for each, and replaces keys like it."""
+    snaps = [
+        process_chain(tape_chain(cur), models=(), margin=NO_MARGIN).to_tables()
+        for cur in ("ETH", "BTC")
+    ]
+    with Store(":memory:") as one, Store(":memory:") as many:
+        for s in snaps:
+            one.write_snapshot("r", s)
+        many.write_snapshots("r", snaps)
+        many.write_snapshots("r", snaps)  # replaces, never duplicates
+        for table in SNAPSHOT_TABLES:
+            a, b = one.table(table), many.table(table)
+            assert len(a) > 0 or table in (
+                "fits",
+                "fit_params",
+                "fit_diagnostics",
+                "arbitrage",
+                "margin",
+                "term_structure",
+            )
+            pd.testing.assert_frame_equal(a, b)
+    with Store(":memory:") as db, pytest.raises(StoreError, match="twice"):
+        db.write_snapshots("r", [snaps[0], snaps[0]])

@@ -4,8 +4,8 @@
 snapshots, e.g. ``shared/data/deribit/*.parquet``, or volcal chain parquet), splits it into one
 task per ``(currency, instant)``, runs :func:`volcal.jobs.process_chain` on a
 ``dask.distributed`` cluster (a :class:`~dask.distributed.LocalCluster` by default, or an
-existing scheduler by address) and writes each result to the store as it arrives, one
-transaction per snapshot.
+existing scheduler by address) and writes the results to the store as they arrive, one
+transaction per batch of arrived results (at most :data:`WRITE_BATCH` snapshots).
 
 Determinism: every task is a pure function of its snapshot rows and the settings (the fits are
 seeded), and each result replaces its own ``(exchange, currency, as_of)`` key, so the stored
@@ -32,6 +32,11 @@ from volcal.errors import ConfigError
 __all__ = ["BackfillReport", "backfill", "split_snapshots"]
 
 log = logging.getLogger("volcal.backfill")
+
+WRITE_BATCH = 32
+"""Most snapshots a backfill writes in one transaction."""
+WRITE_EVERY_S = 10.0
+"""A backfill writes what has arrived at least this often (seconds)."""
 
 BACKFILL_MODELS: tuple[str, ...] = ("svi", "ssvi", "essvi")
 """Models a backfill fits by default (those this volcal provides); Heston only on request."""
@@ -220,7 +225,7 @@ def backfill(
     start, end:
         Inclusive UTC bounds; a bare date as ``end`` includes that whole day.
     store:
-        The DuckDB store written to (one transaction per snapshot).
+        The DuckDB store written to (one transaction per batch of arrived results).
     currencies:
         Only these; None for every currency in the file.
     models:
@@ -343,47 +348,68 @@ def backfill(
                 )
                 futures[fut] = (cur, when)
             bar = _bar(progress, len(tasks))
-            for done, fut in enumerate(as_completed(list(futures)), start=1):
-                cur, when = futures[fut]
-                try:
-                    result = fut.result()
-                except Exception as exc:  # the task itself died (worker lost, pickling, ...)
-                    result = None
-                    err = f"{type(exc).__name__}: {exc}"
-                if result is None or result.tables is None:
-                    err = result.error if result is not None else err
-                    report.n_failed += 1
-                    report.failures.append(
-                        {"currency": cur, "as_of": when.isoformat(), "error": err}
-                    )
-                    errors.append(
-                        {
-                            "exchange": "",
-                            "currency": cur,
-                            "model": "",
-                            "message": f"{when.isoformat()}: {err}",
-                        }
-                    )
-                else:
-                    e, w = result.errors, result.warnings
-                    for item in e:
+            done = 0
+            # results are written in batches (one transaction and one INSERT per table for up
+            # to WRITE_BATCH snapshots, or whatever arrived within WRITE_EVERY_S seconds): a
+            # fifth of the writer's CPU per snapshot, left to the workers; a killed backfill
+            # still keeps every batch written before
+            ready: list[Any] = []
+            last_write = time.perf_counter()
+
+            def flush() -> None:
+                nonlocal last_write
+                if ready:
+                    db.write_snapshots(run_id, ready)
+                    report.n_stored += len(ready)
+                    ready.clear()
+                last_write = time.perf_counter()
+
+            for batch in as_completed(list(futures)).batches():
+                for fut in batch:
+                    done += 1
+                    cur, when = futures[fut]
+                    try:
+                        result = fut.result()
+                    except Exception as exc:  # the task itself died (worker lost, ...)
+                        result = None
+                        err = f"{type(exc).__name__}: {exc}"
+                    if result is None or result.tables is None:
+                        err = result.error if result is not None else err
+                        report.n_failed += 1
                         report.failures.append(
+                            {"currency": cur, "as_of": when.isoformat(), "error": err}
+                        )
+                        errors.append(
                             {
+                                "exchange": "",
                                 "currency": cur,
-                                "as_of": when.isoformat(),
-                                "model": item["model"],
-                                "error": item["message"],
+                                "model": "",
+                                "message": f"{when.isoformat()}: {err}",
                             }
                         )
-                    errors.extend(e)
-                    warns.extend(w)
-                    db.write_snapshot(run_id, result.tables)
-                    report.n_stored += 1
+                    else:
+                        for item in result.errors:
+                            report.failures.append(
+                                {
+                                    "currency": cur,
+                                    "as_of": when.isoformat(),
+                                    "model": item["model"],
+                                    "error": item["message"],
+                                }
+                            )
+                        errors.extend(result.errors)
+                        warns.extend(result.warnings)
+                        ready.append(result.tables)
+                        if len(ready) >= WRITE_BATCH:
+                            flush()
+                    fut.release()
+                if time.perf_counter() - last_write >= WRITE_EVERY_S:
+                    flush()
                 if bar is not None:
                     bar[0].update(bar[1], completed=done)
-                elif done % max(1, len(tasks) // 10) == 0:
+                elif done * 10 // len(tasks) > (done - len(batch)) * 10 // len(tasks):
                     log.info("backfill: %d/%d snapshots", done, len(tasks))
-                fut.release()
+            flush()
             if bar is not None:
                 bar[0].stop()
             report.wall_s = time.perf_counter() - t0
