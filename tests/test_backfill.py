@@ -155,3 +155,22 @@ def test_backfill_real_snapshots_with_svi(tmp_path: Path, deribit_parquet: Path)
         assert fits["rmse_iv"].max() < 0.05
         atm = store.atm_vol_history("BTC", tenors_days=(30.0,))
         assert atm["atm_vol"].between(0.2, 1.5).all()
+
+
+def test_worker_reads_its_snapshot_from_the_file_like_shipped_rows(snapshot_file: Path) -> None:
+    """Local workers read their snapshot from the file (rows=None); remote ones get the rows:
+    both give the same tables, and a missing instant is a recorded failure."""
+    from volcal.backfill import _task
+    from volcal.config import FitSettings, MarginSettings
+
+    cur, when, rows = split_snapshots(pd.read_parquet(snapshot_file))[0]
+    args = (cur, ("svi",), FitSettings(), MarginSettings(standard_portfolios=False))
+    shipped = _task(rows, *args, str(snapshot_file), "sha")
+    read = _task(None, *args, str(snapshot_file), "sha", when)
+    assert shipped.tables is not None and read.tables is not None
+    for name, frame in shipped.tables.tables.items():
+        other = read.tables.tables[name]
+        drop = [c for c in ("elapsed_s",) if c in frame.columns]
+        pd.testing.assert_frame_equal(frame.drop(columns=drop), other.drop(columns=drop))
+    missing = _task(None, *args, str(snapshot_file), "sha", when + pd.Timedelta(minutes=1))
+    assert missing.tables is None and "KeyError" in missing.error

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -168,19 +169,42 @@ class _TaskOutput:
     warnings: list[dict[str, str]] = field(default_factory=list)
 
 
+def _read_snapshots(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
+
+@lru_cache(maxsize=2)
+def _file_groups(path: str, mtime_ns: int) -> dict[tuple[str, int], pd.DataFrame]:
+    """Every snapshot of a file by ``(currency, instant in ns)``, read once per worker process
+    (``mtime_ns`` keys the cache to the file's version)."""
+    del mtime_ns
+    return {(c, w.value): rows for c, w, rows in split_snapshots(_read_snapshots(Path(path)))}
+
+
 def _task(
-    rows: pd.DataFrame,
+    rows: pd.DataFrame | None,
     currency: str,
     models: Sequence[str],
     fit: FitSettings,
     margin: MarginSettings,
     source_path: str,
     source_sha256: str,
+    instant: pd.Timestamp | None = None,
 ) -> _TaskOutput:
     """One snapshot on a worker: build the chain, fit, margin, and the store's tables.
 
+    ``rows`` are the snapshot's rows, or None to read them from ``source_path`` on the worker
+    (the snapshot at ``instant``; local clusters, whose workers see the same file system).
     Never raises for bad data or a failing model: they are recorded in the result.
     """
+    if rows is None:
+        if instant is None:
+            return _TaskOutput(tables=None, error="neither rows nor an instant to read them at")
+        try:
+            groups = _file_groups(source_path, Path(source_path).stat().st_mtime_ns)
+            rows = groups[(currency, instant.value)]
+        except Exception as exc:
+            return _TaskOutput(tables=None, error=f"{type(exc).__name__}: {exc}")
     from volcal.data.snapshots import load_snapshot
     from volcal.jobs import InputSpec, SourceInfo, process_chain
 
@@ -272,7 +296,7 @@ def backfill(
     if models is None:
         have = set(available_models())
         models = tuple(m for m in BACKFILL_MODELS if m in have)
-    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    frame = _read_snapshots(path)
     tasks = split_snapshots(frame, start=lo, end=hi, currencies=currencies)
     del frame
     if not tasks:
@@ -314,7 +338,8 @@ def backfill(
             warnings=warns,
         )
 
-    if scheduler == "local":
+    local = scheduler == "local"
+    if local:
         cluster: Any = LocalCluster(
             n_workers=n_workers,
             threads_per_worker=1,
@@ -334,15 +359,19 @@ def backfill(
             db.write_run(record("running", 0))
             futures = {}
             for cur, when, rows in tasks:
+                # a local cluster's workers read the file themselves (once each): shipping
+                # every snapshot's rows through this process's scheduler costs more than
+                # the fits; remote workers get the rows
                 fut = client.submit(
                     _task,
-                    rows,
+                    None if local else rows,
                     cur,
                     tuple(models),
                     fit,
                     margin,
-                    str(path),
+                    str(path.resolve()),
                     digest,
+                    when,
                     key=f"volcal-{cur}-{when.value}-{run_id[:8]}",
                     pure=False,
                 )
