@@ -119,9 +119,9 @@ class MarginReport:
         lines = [
             f"Margin {self.underlying} at {self.as_of} (spot {self.spot:,.2f}, "
             f"{self.dynamics.name}, R {self.params.price_range:.2%})",
-            f"  initial     {self.initial_margin_coin:12.6f} coin  "
+            f"  {'initial':16s}{self.initial_margin_coin:12.6f} coin  "
             f"{self.initial_margin_usd:14,.2f} USD",
-            f"  maintenance {self.maintenance_margin_coin:12.6f} coin  "
+            f"  {'maintenance':16s}{self.maintenance_margin_coin:12.6f} coin  "
             f"{self.maintenance_margin_usd:14,.2f} USD",
         ]
         for name in (
