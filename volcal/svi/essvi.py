@@ -96,6 +96,7 @@ from volcal.svi.ssvi import (
     _slice_row,
     _spot,
     _warn,
+    projected_lm_step,
 )
 
 __all__ = [
@@ -477,8 +478,8 @@ def _lm(
     feasible_only: bool,
     max_iter: int,
 ) -> tuple[FloatArray, float, int, bool]:  # pragma: no cover - compiled
-    """Projected Levenberg-Marquardt on the box ``lo <= x <= hi`` (Marquardt scaling; bound
-    variables whose gradient points outwards are frozen). With ``feasible_only`` a step is
+    """Projected Levenberg-Marquardt (:func:`volcal.svi.ssvi.projected_lm_step`) on the box
+    ``lo <= x <= hi``. With ``feasible_only`` a step is
     accepted only if it keeps the calendar margin ``>= 0``. Returns ``(x, cost, nfev,
     converged)``."""
     n = k.size
@@ -494,28 +495,7 @@ def _lm(
     damp = 1e-3
     converged = False
     for _ in range(max_iter):
-        g = jac.T @ r
-        hm = jac.T @ jac
-        free = np.ones(3, dtype=np.bool_)
-        for j in range(3):
-            if (x[j] <= lo[j] and g[j] > 0.0) or (x[j] >= hi[j] and g[j] < 0.0):
-                free[j] = False
-        a = np.zeros((3, 3))
-        rhs = np.zeros(3)
-        for i in range(3):
-            if free[i]:
-                rhs[i] = -g[i]
-                for j in range(3):
-                    if free[j]:
-                        a[i, j] = hm[i, j]
-                a[i, i] += damp * (hm[i, i] + 1e-18) + 1e-300
-            else:
-                a[i, i] = 1.0
-        dx = np.linalg.solve(a, rhs)
-        xn = np.minimum(np.maximum(x + dx, lo), hi)
-        step = 0.0
-        for j in range(3):
-            step = max(step, abs(xn[j] - x[j]) / (abs(x[j]) + 1e-8))
+        xn, step = projected_lm_step(x, lo, hi, jac, r, damp)
         _residuals(xn, k, t, vb, va, vm, sw, lam, eps, cap, prev, mu, rn, dummy, False)
         nfev += 1
         cn = float(rn @ rn)

@@ -603,6 +603,39 @@ def _ssvi_residuals(
 
 
 @njit(cache=True)
+def projected_lm_step(
+    x: FloatArray, lo: FloatArray, hi: FloatArray, jac: FloatArray, r: FloatArray, damp: float
+) -> tuple[FloatArray, float]:  # pragma: no cover - compiled
+    """One projected Levenberg-Marquardt step on the box ``lo <= x <= hi``: Marquardt-scaled
+    damping ``damp``; variables at a bound whose gradient points outwards are frozen; the
+    trial point is projected onto the box. Returns ``(x_new, largest relative change)``."""
+    p = x.size
+    g = jac.T @ r
+    hm = jac.T @ jac
+    free = np.ones(p, dtype=np.bool_)
+    for j in range(p):
+        if (x[j] <= lo[j] and g[j] > 0.0) or (x[j] >= hi[j] and g[j] < 0.0):
+            free[j] = False
+    a = np.zeros((p, p))
+    rhs = np.zeros(p)
+    for i in range(p):
+        if free[i]:
+            rhs[i] = -g[i]
+            for j in range(p):
+                if free[j]:
+                    a[i, j] = hm[i, j]
+            a[i, i] += damp * (hm[i, i] + 1e-18) + 1e-300
+        else:
+            a[i, i] = 1.0
+    dx = np.linalg.solve(a, rhs)
+    xn = np.minimum(np.maximum(x + dx, lo), hi)
+    step = 0.0
+    for j in range(p):
+        step = max(step, abs(xn[j] - x[j]) / (abs(x[j]) + 1e-8))
+    return xn, step
+
+
+@njit(cache=True)
 def _ssvi_lm(
     x0: FloatArray,
     lo: FloatArray,
@@ -620,9 +653,8 @@ def _ssvi_lm(
     sqn: FloatArray,
     max_iter: int,
 ) -> tuple[FloatArray, float, int, bool]:  # pragma: no cover - compiled
-    """Projected Levenberg-Marquardt on the box ``lo <= x <= hi`` (Marquardt scaling; bound
-    variables whose gradient points outwards are frozen). Returns ``(x, cost, nfev,
-    converged)``."""
+    """Projected Levenberg-Marquardt (:func:`projected_lm_step`) on the box ``lo <= x <= hi``.
+    Returns ``(x, cost, nfev, converged)``."""
     m = k.size
     p = x0.size
     r = np.empty(2 * m)
@@ -636,26 +668,7 @@ def _ssvi_lm(
     damp = 1e-3
     converged = False
     for _ in range(max_iter):
-        g = jac.T @ r
-        hm = jac.T @ jac
-        a = np.zeros((p, p))
-        rhs = np.zeros(p)
-        for i in range(p):
-            free_i = not ((x[i] <= lo[i] and g[i] > 0.0) or (x[i] >= hi[i] and g[i] < 0.0))
-            if free_i:
-                rhs[i] = -g[i]
-                for j in range(p):
-                    free_j = not ((x[j] <= lo[j] and g[j] > 0.0) or (x[j] >= hi[j] and g[j] < 0.0))
-                    if free_j:
-                        a[i, j] = hm[i, j]
-                a[i, i] += damp * (hm[i, i] + 1e-18) + 1e-300
-            else:
-                a[i, i] = 1.0
-        dx = np.linalg.solve(a, rhs)
-        xn = np.minimum(np.maximum(x + dx, lo), hi)
-        step = 0.0
-        for j in range(p):
-            step = max(step, abs(xn[j] - x[j]) / (abs(x[j]) + 1e-8))
+        xn, step = projected_lm_step(x, lo, hi, jac, r, damp)
         _ssvi_residuals(xn, n, k, t, owner, vb, va, vm, sw, lam, eps, sqn, rn, dummy, False)
         nfev += 1
         cn = float(rn @ rn)
