@@ -211,17 +211,7 @@ def history_stats(history: Any, currency: str | None = None) -> HistoryStats:
     spots = []
     for ch in chains:
         q = ch.quotes
-        cols = [
-            "expiry",
-            "t",
-            "k",
-            "call",
-            "iv_mark",
-            "iv_bid",
-            "iv_ask",
-            "forward",
-            "open_interest",
-        ]
+        cols = [c for c in QUOTE_COLUMNS if c not in ("as_of", "index_price")]
         if "exchange_volume" in q.columns:
             cols.append("exchange_volume")
         f = q[cols].copy()
