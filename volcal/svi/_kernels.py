@@ -596,6 +596,28 @@ def svi_w_jac(
 
 
 @njit(cache=True)
+def _g_with_gradient(
+    k: float,
+    w: float,
+    w1: float,
+    w2: float,
+    dw: FloatArray,
+    dw1: FloatArray,
+    dw2: FloatArray,
+    dg: FloatArray,
+) -> float:  # pragma: no cover - compiled
+    """``g(k)`` (GJ 2014, eq. 2.1) from ``w, w', w''`` (``w > 0``), with its gradient written
+    into ``dg`` from the gradients ``dw, dw1, dw2`` of ``w, w', w''`` (any coordinates)."""
+    e = 1.0 - k * w1 / (2.0 * w)
+    c1 = w1 / 2.0 * (1.0 / w + 0.25)
+    c2 = w1 * w1 / (4.0 * w * w)
+    for j in range(dg.shape[0]):
+        de = -k / 2.0 * (dw1[j] / w - w1 / (w * w) * dw[j])
+        dg[j] = 2.0 * e * de - c1 * dw1[j] + c2 * dw[j] + 0.5 * dw2[j]
+    return e * e - w1 * w1 / 4.0 * (1.0 / w + 0.25) + w2 / 2.0
+
+
+@njit(cache=True)
 def svi_g_jac(
     a: float, b: float, rho: float, m: float, sigma: float, k: FloatArray
 ) -> tuple[FloatArray, FloatArray]:  # pragma: no cover - compiled
@@ -635,13 +657,7 @@ def svi_g_jac(
         dw2[2] = 0.0
         dw2[3] = 3.0 * b * s2 * z / r5
         dw2[4] = b * (2.0 * sigma / r3 - 3.0 * sigma * s2 / r5)
-        e = 1.0 - kk * w1 / (2.0 * w)
-        g[i] = e * e - w1 * w1 / 4.0 * (1.0 / w + 0.25) + w2 / 2.0
-        c1 = w1 / 2.0 * (1.0 / w + 0.25)
-        c2 = w1 * w1 / (4.0 * w * w)
-        for j in range(5):
-            de = -kk / 2.0 * (dw1[j] / w - w1 / (w * w) * dw[j])
-            dg[i, j] = 2.0 * e * de - c1 * dw1[j] + c2 * dw[j] + 0.5 * dw2[j]
+        g[i] = _g_with_gradient(kk, w, w1, w2, dw, dw1, dw2, dg[i])
     return g, dg
 
 
@@ -714,13 +730,7 @@ def z_g_jac(z: FloatArray, k: FloatArray) -> tuple[FloatArray, FloatArray]:  # p
         if not w > 0.0:
             g[i] = -1.0
             continue
-        e = 1.0 - kk * w1 / (2.0 * w)
-        g[i] = e * e - w1 * w1 / 4.0 * (1.0 / w + 0.25) + w2 / 2.0
-        c1 = w1 / 2.0 * (1.0 / w + 0.25)
-        c2 = w1 * w1 / (4.0 * w * w)
-        for j in range(5):
-            de = -kk / 2.0 * (dw1[j] / w - w1 / (w * w) * dw[j])
-            dg[i, j] = 2.0 * e * de - c1 * dw1[j] + c2 * dw[j] + 0.5 * dw2[j]
+        g[i] = _g_with_gradient(kk, w, w1, w2, dw, dw1, dw2, dg[i])
     return g, dg
 
 
