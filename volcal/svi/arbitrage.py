@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +22,22 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from volcal.surface import SmileSurface, butterfly_g
+from volcal.surface import SmileSurface
+from volcal.svi._checks import grid_report, xssvi_grid_report
 from volcal.svi.grids import CHECK_SIZES, slice_grid
+from volcal.svi.quotes import expiry_i8
+from volcal.svi.ssvi import XssviSurfaceBase
+from volcal.svi.svi_surface import SviSurface
 
 __all__ = ["ArbitrageReport", "check_surface", "quote_arbitrage"]
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+# the per-slice parts of the dense check grid: sqrt(theta) z, |z| <= 8, and m + sigma sinh(z),
+# |z| <= 4 (see volcal.svi.grids)
+_ATM_Z = np.linspace(-8.0, 8.0, CHECK_SIZES[1])
+_SINH_Z = np.sinh(np.linspace(-4.0, 4.0, CHECK_SIZES[1]))
 
 
 @dataclass(frozen=True)
@@ -141,50 +150,56 @@ def check_surface(
     times = np.sort(np.concatenate([ts, mids]))
     at_expiry = np.isin(times, ts)
     parts = [slice_grid(k_lo, k_hi, 0.0, sizes=CHECK_SIZES)]
-    for t in ts:
-        theta = float(surface.total_variance(0.0, t))
-        parts.append(np.sqrt(max(theta, 0.0)) * np.linspace(-8.0, 8.0, CHECK_SIZES[1]))
+    thetas = np.asarray(surface.total_variance(np.zeros(ts.size), ts), dtype=float)
+    for theta in thetas:
+        parts.append(np.sqrt(max(float(theta), 0.0)) * _ATM_Z)
     for m, sigma in local or []:
-        parts.append(m + sigma * np.sinh(np.linspace(-4.0, 4.0, CHECK_SIZES[1])))
+        parts.append(m + sigma * _SINH_Z)
     k = np.unique(np.concatenate(parts))
-    rows = []
-    wprev: FloatArray | None = None
-    cal_rows: list[dict[str, Any]] = []
-    for t, at_exp in zip(times, at_expiry, strict=True):
-        w, w1, w2, _ = surface.derivatives(k, t)
-        g = butterfly_g(w, w1, w2, k)
-        g_filled = np.where(np.isfinite(g), g, -np.inf)
-        i = int(np.argmin(g_filled))
-        rows.append(
+    g_min, g_arg, dw_min, dw_arg, n_neg = _grid_stats(surface, k, times)
+    butterfly = pd.DataFrame(
+        {"t": times, "at_expiry": at_expiry, "g_min": g_min, "k_at_min": k[g_arg]}, copy=False
+    )
+    if times.size > 1:
+        cal = pd.DataFrame(
             {
-                "t": float(t),
-                "at_expiry": bool(at_exp),
-                "g_min": float(g_filled[i]),
-                "k_at_min": float(k[i]),
-            }
+                "t0": times[:-1],
+                "t1": times[1:],
+                "dw_min": dw_min[1:],
+                "k_at_min": k[dw_arg[1:]],
+                "n_violations": n_neg[1:],
+            },
+            copy=False,
         )
-        if wprev is not None:
-            dw = w - wprev
-            j = int(np.argmin(dw))
-            cal_rows.append(
-                {
-                    "t0": float(cal_rows[-1]["t1"]) if cal_rows else float(times[0]),
-                    "t1": float(t),
-                    "dw_min": float(dw[j]),
-                    "k_at_min": float(k[j]),
-                    "n_violations": int(np.sum(dw < 0.0)),
-                }
-            )
-        wprev = w
-    cal = pd.DataFrame(cal_rows, columns=["t0", "t1", "dw_min", "k_at_min", "n_violations"])
-    if len(cal):
-        cal["t0"] = times[:-1]
+    else:
+        cal = pd.DataFrame([], columns=["t0", "t1", "dw_min", "k_at_min", "n_violations"])
     return ArbitrageReport(
-        butterfly=pd.DataFrame(rows, columns=["t", "at_expiry", "g_min", "k_at_min"]),
+        butterfly=butterfly,
         calendar=cal,
         quote_violations=quote_violations
         if quote_violations is not None
         else pd.DataFrame(columns=["kind", "expiry", "strikes", "amount"]),
+    )
+
+
+def _grid_stats(
+    surface: SmileSurface, k: FloatArray, times: FloatArray
+) -> tuple[FloatArray, IntArray, FloatArray, IntArray, IntArray]:
+    """Per time of ``times``: ``(min g, argmin, min dw to the previous time, argmin, number
+    of dw < 0)`` on the grid ``k`` (:func:`volcal.svi._checks.grid_report`)."""
+    if isinstance(surface, SviSurface):
+        return surface.grid_report(k, times)
+    if isinstance(surface, XssviSurfaceBase):
+        # one compiled pass over the (times, k) grid
+        curves = np.ascontiguousarray(np.asarray(surface.curves(times), dtype=float))
+        return xssvi_grid_report(k, curves)
+    rows = [surface.derivatives(k, t)[:3] for t in times]
+    w, w1, w2 = (np.stack([r[i] for r in rows]) for i in range(3))
+    return grid_report(
+        k,
+        np.ascontiguousarray(w, dtype=float),
+        np.ascontiguousarray(w1, dtype=float),
+        np.ascontiguousarray(w2, dtype=float),
     )
 
 
@@ -219,79 +234,118 @@ def quote_arbitrage(quotes: pd.DataFrame, *, tol: float = 1e-12) -> pd.DataFrame
 
     Uses rows with ``used == True`` when that column exists (else all rows with a bid and an
     ask). Mid = ``(bid_usd + ask_usd)/2``. Returns columns ``kind, expiry, strikes, amount``
-    (``amount`` > ``tol``, in units of ``D F``).
+    (``amount`` > ``tol``, in units of ``D F``); per expiry (increasing) its vertical spreads
+    (slope above 0, then below -1) and butterflies, then the calendar spreads.
     """
     df = quotes
-    if "used" in df.columns:
-        df = df[df["used"]]
-    mid = 0.5 * (df["bid_usd"].to_numpy(dtype=float) + df["ask_usd"].to_numpy(dtype=float))
-    keep = ~np.isnan(mid)
-    fwd = df["forward"].to_numpy(dtype=float)[keep]
-    disc = (
-        df["discount"].to_numpy(dtype=float)[keep]
-        if "discount" in df.columns
-        else np.ones(fwd.size)
+    n = len(df)
+    used = df["used"].to_numpy(dtype=bool) if "used" in df.columns else np.ones(n, dtype=bool)
+    pos = np.flatnonzero(used)
+    mid = 0.5 * (
+        df["bid_usd"].to_numpy(dtype=float)[pos] + df["ask_usd"].to_numpy(dtype=float)[pos]
     )
-    strike = df["strike"].to_numpy(dtype=float)[keep]
-    is_call = df["call"].to_numpy(dtype=bool)[keep]
-    mid = mid[keep]
-    codes, expiries = pd.factorize(df["expiry"][keep], sort=True)
-    out: list[dict[str, Any]] = []
-    curves = []
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(expiries) + 1))
-    for e in range(len(expiries)):
-        rows = order[bounds[e] : bounds[e + 1]]
-        expiry = expiries[e]
-        kappa, c, strikes = _calls_arrays(
-            fwd[rows], disc[rows], strike[rows], mid[rows], is_call[rows]
-        )
-        curves.append((expiry, kappa, c))
-        if kappa.size < 2:
+    keep = ~np.isnan(mid)
+    pos, mid = pos[keep], mid[keep]
+    fwd = df["forward"].to_numpy(dtype=float)[pos]
+    disc = df["discount"].to_numpy(dtype=float)[pos] if "discount" in df.columns else 1.0
+    strike = df["strike"].to_numpy(dtype=float)[pos]
+    is_call = df["call"].to_numpy(dtype=bool)[pos]
+    codes, first = _codes(df["expiry"], pos)
+    n_exp = first.size
+    # normalised calls, put-call parity C = P + D (F - K); rows with a NaN dropped
+    c = np.where(is_call, mid, mid + disc * (fwd - strike)) / (disc * fwd)
+    kappa = strike / fwd
+    ok = np.isfinite(c) & np.isfinite(kappa) & np.isfinite(strike) & (codes >= 0)
+    codes, strike, c, kappa = codes[ok], strike[ok], c[ok], kappa[ok]
+    order = np.lexsort((strike, codes))  # by expiry, then strike (stable: quote order)
+    codes, strike, c, kappa = codes[order], strike[order], c[order], kappa[order]
+    # one point per (expiry, strike): means of c and kappa
+    new = np.r_[True, (codes[1:] != codes[:-1]) | (strike[1:] != strike[:-1])]
+    starts = np.flatnonzero(new)
+    cnt = np.diff(np.r_[starts, codes.size]).astype(float)
+    if starts.size:
+        c = np.add.reduceat(c, starts) / cnt
+        kappa = np.add.reduceat(kappa, starts) / cnt
+    else:
+        c, kappa = c[:0], kappa[:0]
+    codes, strike = codes[starts], strike[starts]
+    bounds = np.searchsorted(codes, np.arange(n_exp + 1))
+    # violations as (expiry, kind rank, position, amount, strikes); rank 0/1: vertical
+    # spreads with slope above 0 / below -1, 2: butterflies, 3: calendar spreads
+    parts: list[tuple[IntArray, int, IntArray, FloatArray]] = []
+    if codes.size >= 2:
+        dc = np.diff(c)
+        dk = np.diff(kappa)
+        slope = dc / dk
+        same = codes[1:] == codes[:-1]
+        up = np.flatnonzero(same & (slope > tol))
+        down = np.flatnonzero(same & (slope < -1.0 - tol))
+        conv = np.diff(slope)
+        bfly = np.flatnonzero(same[1:] & same[:-1] & (conv < -tol))
+        parts.append((codes[up], 0, up, dc[up]))
+        parts.append((codes[down], 1, down, -(slope[down] + 1.0) * dk[down]))
+        parts.append((codes[bfly], 2, bfly, -conv[bfly] * dk[bfly]))
+    cal_e: list[int] = []
+    cal_kappa: list[FloatArray] = []
+    cal_gap: list[FloatArray] = []
+    for e in range(n_exp - 1):
+        a1, b1 = bounds[e + 1], bounds[e + 2]
+        if b1 - a1 < 2:
             continue
-        slope = np.diff(c) / np.diff(kappa)
-        for i in np.flatnonzero(slope > tol):
-            out.append(
-                {
-                    "kind": "vertical",
-                    "expiry": expiry,
-                    "strikes": (strikes[i], strikes[i + 1]),
-                    "amount": float(np.diff(c)[i]),
-                }
-            )
-        for i in np.flatnonzero(slope < -1.0 - tol):
-            out.append(
-                {
-                    "kind": "vertical",
-                    "expiry": expiry,
-                    "strikes": (strikes[i], strikes[i + 1]),
-                    "amount": float(-(slope[i] + 1.0) * np.diff(kappa)[i]),
-                }
-            )
-        if kappa.size >= 3:
-            conv = np.diff(slope)
-            for i in np.flatnonzero(conv < -tol):
-                out.append(
-                    {
-                        "kind": "butterfly",
-                        "expiry": expiry,
-                        "strikes": (strikes[i], strikes[i + 1], strikes[i + 2]),
-                        "amount": float(-conv[i] * np.diff(kappa)[i]),
-                    }
-                )
-    for (e0, k0, c0), (_, k1, c1) in itertools.pairwise(curves):
-        if k1.size < 2:
-            continue
+        k0, c0 = kappa[bounds[e] : a1], c[bounds[e] : a1]
+        k1, c1 = kappa[a1:b1], c[a1:b1]
         inside = (k0 >= k1[0]) & (k0 <= k1[-1])
-        upper = np.interp(k0[inside], k1, c1)
-        gap = c0[inside] - upper
-        for kap, amount in zip(k0[inside][gap > tol], gap[gap > tol], strict=True):
-            out.append(
-                {
-                    "kind": "calendar",
-                    "expiry": e0,
-                    "strikes": (float(kap),),
-                    "amount": float(amount),
-                }
-            )
-    return pd.DataFrame(out, columns=["kind", "expiry", "strikes", "amount"])
+        gap = c0[inside] - np.interp(k0[inside], k1, c1)
+        hit = gap > tol
+        if hit.any():
+            cal_e.append(e)
+            cal_kappa.append(k0[inside][hit])
+            cal_gap.append(gap[hit])
+    columns = ["kind", "expiry", "strikes", "amount"]
+    n_spread = sum(x[0].size for x in parts)
+    if n_spread == 0 and not cal_e:
+        return pd.DataFrame([], columns=columns)
+    e_all = np.concatenate([x[0] for x in parts] + [np.zeros(0, dtype=np.int64)])
+    rank = np.concatenate([np.full(x[0].size, x[1]) for x in parts] + [np.zeros(0, dtype=int)])
+    at = np.concatenate([x[2] for x in parts] + [np.zeros(0, dtype=np.intp)])
+    amount = np.concatenate([x[3] for x in parts] + [np.zeros(0)])
+    order = np.lexsort((at, rank, e_all))
+    e_all, rank, at, amount = e_all[order], rank[order], at[order], amount[order]
+    s0 = list(strike[at])
+    s1 = list(strike[np.minimum(at + 1, strike.size - 1)])
+    s2 = list(strike[np.minimum(at + 2, strike.size - 1)])
+    strikes_col: list[tuple[Any, ...]] = [
+        (x, y, z) if r == 2 else (x, y)
+        for x, y, z, r in zip(s0, s1, s2, rank.tolist(), strict=True)
+    ]
+    kinds = ["butterfly" if r == 2 else "vertical" for r in rank.tolist()]
+    amounts = [float(x) for x in amount]
+    exp_codes = e_all.tolist()
+    for e, kap, gap in zip(cal_e, cal_kappa, cal_gap, strict=True):
+        kinds += ["calendar"] * kap.size
+        exp_codes += [e] * kap.size
+        strikes_col += [(float(x),) for x in kap]
+        amounts += [float(x) for x in gap]
+    expiry = df["expiry"].array.take(first[np.asarray(exp_codes, dtype=np.int64)])
+    return pd.DataFrame(
+        {"kind": kinds, "expiry": expiry, "strikes": strikes_col, "amount": amounts}
+    )
+
+
+def _codes(
+    expiry: pd.Series, pos: npt.NDArray[np.intp]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Expiry code (increasing expiry order, -1 when missing) of rows ``pos`` and the row
+    (in the full table) of each code's first quote."""
+    all_i8 = expiry_i8(expiry)
+    if all_i8 is not None:
+        i8 = all_i8[pos]
+        valid = i8 != np.iinfo(np.int64).min  # NaT
+    else:
+        i8 = np.asarray(pd.factorize(expiry.iloc[pos], sort=True)[0], dtype=np.int64)
+        valid = i8 >= 0
+    codes = np.full(pos.size, -1, dtype=np.int64)
+    uniq, first, inv = np.unique(i8[valid], return_index=True, return_inverse=True)
+    codes[valid] = inv
+    rows = pos[np.flatnonzero(valid)[first]] if uniq.size else pos[:0]
+    return codes, np.asarray(rows, dtype=np.int64)

@@ -704,13 +704,11 @@ def fit_essvi(
     CalibrationError
         When no expiry has enough usable quotes.
     """
-    from volcal.svi.surface_fit import assemble_fit, prepare_slices
+    from volcal.svi.surface_fit import _prepare, assemble_fit
 
     start = time.perf_counter()
     s = settings or SsviSettings()
-    raw, selected, slices, k_bounds = prepare_slices(
-        chain, min_t, min_quotes, spread_floor, weights
-    )
+    raw, selected, slices, k_bounds = _prepare(chain, min_t, min_quotes, spread_floor, weights)
     fitted, ok, nfev, message = calibrate_essvi(slices, s)
     surface = EssviSurface(
         tuple(d.t for d in slices),

@@ -36,11 +36,17 @@ from volcal.implied import implied_vol
 
 __all__ = [
     "WEIGHT_SCHEMES",
+    "QuoteSelection",
     "SliceQuotes",
     "quote_weights",
     "quotes_frame",
     "select_quotes",
+    "selected_frame",
+    "selection_arrays",
+    "selection_columns",
     "slices_from_quotes",
+    "slices_from_selection",
+    "with_columns",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -109,6 +115,184 @@ class SliceQuotes:
         return float(np.interp(0.0, self.k, w))
 
 
+@dataclass(frozen=True)
+class QuoteSelection:
+    """The arrays behind :func:`select_quotes` (one entry per row of the quotes table).
+
+    Internal fast path of the surface fits: the columns the fits need are read from the
+    DataFrame once, and the per-expiry slices are cut from these arrays.
+
+    Attributes
+    ----------
+    iv_mid, weight:
+        Vol of the mid premium (decimal) and quote weight (NaN where not used).
+    used:
+        True for the quotes the surface is fitted to.
+    reason:
+        ``excluded_reason`` ("" when used), object array of str.
+    t, k, forward, iv_bid, iv_ask:
+        The chain's columns (years ACT/365F, ``ln(K/F)``, USD per coin, decimal vols).
+    expiry_code:
+        Index of each row's expiry in increasing expiry order (-1 when missing).
+    expiry_first:
+        Row position of the first quote of each expiry (``expiry_code`` order).
+    """
+
+    iv_mid: FloatArray
+    weight: FloatArray
+    used: npt.NDArray[np.bool_]
+    reason: npt.NDArray[np.object_]
+    t: FloatArray
+    k: FloatArray
+    forward: FloatArray
+    iv_bid: FloatArray
+    iv_ask: FloatArray
+    expiry_code: npt.NDArray[np.int64]
+    expiry_first: npt.NDArray[np.int64]
+
+
+def expiry_i8(expiry: pd.Series) -> npt.NDArray[np.int64] | None:
+    """Integer timestamps of a datetime ``expiry`` column (NaT as the int64 minimum), or None
+    when the column is not datetime-like."""
+    if not pd.api.types.is_datetime64_any_dtype(expiry.dtype):
+        return None
+    return np.asarray(pd.DatetimeIndex(expiry).asi8, dtype=np.int64)
+
+
+def _expiry_codes(expiry: pd.Series) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(code of each row in increasing expiry order, -1 when missing; first row of each code)."""
+    i8 = expiry_i8(expiry)
+    if i8 is not None:
+        ok = i8 != np.iinfo(np.int64).min  # NaT
+        uniq, first, inv = np.unique(i8[ok], return_index=True, return_inverse=True)
+        codes = np.full(i8.size, -1, dtype=np.int64)
+        codes[ok] = inv
+        rows = np.flatnonzero(ok)[first] if uniq.size else np.zeros(0, dtype=np.int64)
+        return codes, rows.astype(np.int64)
+    fc, _ = pd.factorize(expiry, sort=True)
+    codes = np.asarray(fc, dtype=np.int64)
+    valid = np.flatnonzero(codes >= 0)
+    _, first = np.unique(codes[valid], return_index=True)
+    return codes, valid[first].astype(np.int64)
+
+
+def selection_arrays(
+    quotes: pd.DataFrame,
+    *,
+    min_t: float = 2.0 / 365.0,
+    min_quotes: int = 6,
+    spread_floor: float = 0.005,
+    weights: str = "vega_spread",
+) -> QuoteSelection:
+    """:func:`select_quotes` as arrays (:class:`QuoteSelection`); same rules and arguments.
+
+    Raises
+    ------
+    ParameterError
+        Unknown ``weights`` scheme or a non-positive ``spread_floor``.
+    """
+    if weights not in WEIGHT_SCHEMES:
+        raise ParameterError(f"weights must be one of {', '.join(WEIGHT_SCHEMES)}, got {weights!r}")
+    if not spread_floor > 0.0:
+        raise ParameterError(f"spread_floor must be positive, got {spread_floor!r}")
+    df = quotes
+    n = len(df)
+    cols = df.columns
+
+    def col(name: str) -> FloatArray:
+        return np.asarray(df[name].to_numpy(dtype=float), dtype=float)
+
+    if "filter_reason" in cols:
+        fr = df["filter_reason"].to_numpy(dtype=object, na_value="")
+        has = fr != ""
+        reason = np.full(n, "", dtype=object)
+        if has.any():
+            reason[has] = np.char.add("filter: ", fr[has].astype(str)).astype(object)
+    else:
+        reason = np.full(n, "", dtype=object)
+    # rows not yet excluded: kept as a boolean mask alongside the reasons (cheaper than
+    # comparing strings at every rule)
+    free = reason == ""
+
+    def mark(mask: npt.NDArray[np.bool_], text: str) -> None:
+        hit = mask & free
+        if hit.any():
+            reason[hit] = text
+            free[hit] = False
+
+    t = col("t")
+    k = col("k")
+    call = np.asarray(df["call"].to_numpy(dtype=bool), dtype=bool)
+    ivb = col("iv_bid")
+    iva = col("iv_ask")
+    mark(~np.isfinite(t) | (t <= min_t), f"t <= {min_t:.6g} years")
+    mark(~np.isfinite(k), "no log-moneyness")
+    mark(np.isfinite(k) & (call != (k >= 0.0)), "in the money (its out-of-the-money twin is used)")
+    two_sided = "bid_usd" in cols and "ask_usd" in cols
+    if two_sided:
+        bid = col("bid_usd")
+        ask = col("ask_usd")
+        mark(~(bid > 0) | ~(ask > 0), "one-sided (no bid or no ask)")
+    mark(~np.isfinite(ivb) | ~np.isfinite(iva), "no implied vol at bid or ask")
+    mark(iva < ivb, "crossed (iv_ask < iv_bid)")
+
+    forward = col("forward")
+    if two_sided:
+        mid = 0.5 * (bid + ask)
+        ok = free.copy()
+        iv_mid = np.full(n, np.nan)
+        if ok.any():
+            disc = col("discount")[ok] if "discount" in cols else 1.0
+            iv_mid[ok] = implied_vol(mid[ok], forward[ok], col("strike")[ok], t[ok], call[ok], disc)
+    else:
+        iv_mid = 0.5 * (ivb + iva)
+    mark(~np.isfinite(iv_mid), "no implied vol at mid")
+    codes, first = _expiry_codes(df["expiry"])
+    valid = codes >= 0
+    n_expiries = max(first.size, 1)
+    counts = np.bincount(codes[valid], weights=free[valid], minlength=n_expiries)
+    counts = np.where(valid, counts[np.maximum(codes, 0)], np.inf)
+    few = free & (counts < min_quotes)
+    for c in np.unique(counts[few]):
+        mark(few & (counts == c), f"expiry has {int(c)} < {min_quotes} two-sided OTM quotes")
+    used = free
+    if weights == "vega_spread":
+        w_all = 1.0 / np.maximum(iva - ivb, spread_floor)
+    elif weights == "uniform":
+        w_all = np.full(n, 1.0 / spread_floor)
+    else:
+        w_all = _vega_weights(t, k, iv_mid, used, codes, spread_floor)
+    weight = np.where(used, w_all, np.nan)
+    return QuoteSelection(
+        iv_mid=iv_mid,
+        weight=weight,
+        used=used,
+        reason=reason,
+        t=t,
+        k=k,
+        forward=forward,
+        iv_bid=ivb,
+        iv_ask=iva,
+        expiry_code=codes,
+        expiry_first=first,
+    )
+
+
+def with_columns(df: pd.DataFrame, columns: dict[str, Any]) -> pd.DataFrame:
+    """A new DataFrame: ``df`` with ``columns`` (arrays of ``len(df)``) set, in one step.
+
+    Columns already in ``df`` are replaced in place, new ones appended in the given order
+    (what ``df.copy()`` followed by ``df[name] = array`` per column gives, built at once).
+    """
+    if df.index.is_unique and not any(c in df.columns for c in columns):
+        extra = pd.DataFrame(columns, index=df.index)
+        return pd.concat([df, extra], axis=1)
+    out = df.copy()
+    for name, values in columns.items():
+        out[name] = values
+    return out
+
+
 def select_quotes(
     quotes: pd.DataFrame,
     *,
@@ -143,68 +327,49 @@ def select_quotes(
     ParameterError
         Unknown ``weights`` scheme or a non-positive ``spread_floor``.
     """
-    if weights not in WEIGHT_SCHEMES:
-        raise ParameterError(f"weights must be one of {', '.join(WEIGHT_SCHEMES)}, got {weights!r}")
-    if not spread_floor > 0.0:
-        raise ParameterError(f"spread_floor must be positive, got {spread_floor!r}")
-    df = quotes.copy()
-    n = len(df)
-    reason = np.full(n, "", dtype=object)
+    sel = selection_arrays(
+        quotes, min_t=min_t, min_quotes=min_quotes, spread_floor=spread_floor, weights=weights
+    )
+    return selected_frame(quotes, sel)
 
-    def mark(mask: npt.NDArray[np.bool_], text: str) -> None:
-        reason[mask & (reason == "")] = text
 
-    if "filter_reason" in df.columns:
-        fr = df["filter_reason"].fillna("").astype(str).to_numpy()
-        has = fr != ""
-        reason[has] = np.char.add("filter: ", fr[has].astype(str)).astype(object)
-    t = df["t"].to_numpy(dtype=float)
-    k = df["k"].to_numpy(dtype=float)
-    call = df["call"].to_numpy(dtype=bool)
-    ivb = df["iv_bid"].to_numpy(dtype=float)
-    iva = df["iv_ask"].to_numpy(dtype=float)
-    mark(~np.isfinite(t) | (t <= min_t), f"t <= {min_t:.6g} years")
-    mark(~np.isfinite(k), "no log-moneyness")
-    mark(np.isfinite(k) & (call != (k >= 0.0)), "in the money (its out-of-the-money twin is used)")
-    if "bid_usd" in df.columns and "ask_usd" in df.columns:
-        bid = df["bid_usd"].to_numpy(dtype=float)
-        ask = df["ask_usd"].to_numpy(dtype=float)
-        mark(~(bid > 0) | ~(ask > 0), "one-sided (no bid or no ask)")
-    mark(~np.isfinite(ivb) | ~np.isfinite(iva), "no implied vol at bid or ask")
-    mark(iva < ivb, "crossed (iv_ask < iv_bid)")
+def selection_columns(sel: QuoteSelection) -> dict[str, Any]:
+    """The columns :func:`select_quotes` adds: ``iv_mid``, ``weight``, ``used``,
+    ``excluded_reason``."""
+    return {
+        "iv_mid": sel.iv_mid,
+        "weight": sel.weight,
+        "used": sel.used,
+        "excluded_reason": sel.reason.astype(str),
+    }
 
-    if "bid_usd" in df.columns and "ask_usd" in df.columns:
-        mid = 0.5 * (df["bid_usd"].to_numpy(dtype=float) + df["ask_usd"].to_numpy(dtype=float))
-        disc = df["discount"].to_numpy(dtype=float) if "discount" in df.columns else 1.0
-        ok = reason == ""
-        iv_mid = np.full(n, np.nan)
-        if ok.any():
-            iv_mid[ok] = implied_vol(
-                mid[ok],
-                df["forward"].to_numpy(dtype=float)[ok],
-                df["strike"].to_numpy(dtype=float)[ok],
-                t[ok],
-                call[ok],
-                disc if np.isscalar(disc) else np.asarray(disc)[ok],
-            )
-    else:
-        iv_mid = 0.5 * (ivb + iva)
-    mark(~np.isfinite(iv_mid), "no implied vol at mid")
-    used = reason == ""
-    codes = pd.factorize(df["expiry"])[0]
-    valid = codes >= 0
-    n_expiries = max(int(codes.max(initial=-1)) + 1, 1)
-    counts = np.bincount(codes[valid], weights=used[valid], minlength=n_expiries)
-    counts = np.where(valid, counts[np.maximum(codes, 0)], np.inf)
-    few = used & (counts < min_quotes)
-    for c in np.unique(counts[few]):
-        mark(few & (counts == c), f"expiry has {int(c)} < {min_quotes} two-sided OTM quotes")
-    used = reason == ""
-    df["iv_mid"] = iv_mid
-    df["weight"] = np.where(used, quote_weights(df, used, weights, spread_floor), np.nan)
-    df["used"] = used
-    df["excluded_reason"] = reason.astype(str)
-    return df
+
+def selected_frame(quotes: pd.DataFrame, sel: QuoteSelection) -> pd.DataFrame:
+    """The DataFrame of :func:`select_quotes` from its :class:`QuoteSelection`."""
+    return with_columns(quotes, selection_columns(sel))
+
+
+def _vega_weights(
+    t: FloatArray,
+    k: FloatArray,
+    sig: FloatArray,
+    used: npt.NDArray[np.bool_],
+    codes: npt.NDArray[np.int64],
+    spread_floor: float,
+) -> FloatArray:
+    """``"vega"`` weights (see :func:`quote_weights`) on arrays; ``codes`` group the expiries."""
+    n = t.size
+    with np.errstate(all="ignore"):
+        st = sig * np.sqrt(t)
+        d1 = -k / st + 0.5 * st
+        vega = np.sqrt(t) * np.exp(-0.5 * d1 * d1)  # sqrt(2 pi) vega / F
+    vega = np.where(used & np.isfinite(vega), vega, 0.0)
+    top = np.zeros(max(int(codes.max(initial=-1)) + 1, 0))
+    np.maximum.at(top, codes[codes >= 0], vega[codes >= 0])
+    top = np.where(codes >= 0, top[np.maximum(codes, 0)], 0.0)
+    out = np.full(n, np.nan)
+    np.divide(vega, top, out=out, where=used & (top > 0))
+    return out / spread_floor
 
 
 def quote_weights(
@@ -227,21 +392,50 @@ def quote_weights(
         spread = df["iv_ask"].to_numpy(dtype=float) - df["iv_bid"].to_numpy(dtype=float)
         return 1.0 / np.maximum(spread, spread_floor)
     # "vega": Black vega per unit forward, sqrt(t) phi(d1), at the mid vol, scaled per expiry.
-    t = df["t"].to_numpy(dtype=float)
-    k = df["k"].to_numpy(dtype=float)
-    sig = df[vol_column].to_numpy(dtype=float)
-    with np.errstate(all="ignore"):
-        st = sig * np.sqrt(t)
-        d1 = -k / st + 0.5 * st
-        vega = np.sqrt(t) * np.exp(-0.5 * d1 * d1)  # sqrt(2 pi) vega / F
-    vega = np.where(used & np.isfinite(vega), vega, 0.0)
-    codes = pd.factorize(df["expiry"])[0]
-    top = np.zeros(max(int(codes.max(initial=-1)) + 1, 0))
-    np.maximum.at(top, codes[codes >= 0], vega[codes >= 0])
-    top = np.where(codes >= 0, top[np.maximum(codes, 0)], 0.0)
-    out = np.full(n, np.nan)
-    np.divide(vega, top, out=out, where=used & (top > 0))
-    return out / spread_floor
+    return _vega_weights(
+        df["t"].to_numpy(dtype=float),
+        df["k"].to_numpy(dtype=float),
+        df[vol_column].to_numpy(dtype=float),
+        used,
+        np.asarray(pd.factorize(df["expiry"])[0], dtype=np.int64),
+        spread_floor,
+    )
+
+
+def slices_from_selection(quotes: pd.DataFrame, sel: QuoteSelection) -> list[SliceQuotes]:
+    """Per-expiry arrays of the used quotes of a :class:`QuoteSelection` of ``quotes``, by
+    increasing ``t`` (what :func:`slices_from_quotes` gives on :func:`select_quotes`)."""
+    pos = np.flatnonzero(sel.used)
+    if pos.size == 0:
+        return []
+    codes = sel.expiry_code[pos]
+    k = sel.k[pos]
+    order = np.lexsort((k, codes))  # by expiry, then k (stable, like sort_values("k"))
+    rows_all = pos[order]
+    cs = codes[order]
+    starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
+    ends = np.r_[starts[1:], cs.size]
+    expiry = quotes["expiry"].array
+    index = quotes.index
+    out: list[SliceQuotes] = []
+    for a, b in zip(starts, ends, strict=True):
+        rows = rows_all[a:b]
+        r0 = int(rows[0])
+        out.append(
+            SliceQuotes(
+                expiry=pd.Timestamp(expiry[r0]),
+                t=float(sel.t[r0]),
+                forward=float(sel.forward[r0]),
+                k=sel.k[rows],
+                iv_bid=sel.iv_bid[rows],
+                iv_ask=sel.iv_ask[rows],
+                iv_mid=sel.iv_mid[rows],
+                weight=sel.weight[rows],
+                index=index[rows],
+            )
+        )
+    out.sort(key=lambda d: d.t)
+    return out
 
 
 def slices_from_quotes(selected: pd.DataFrame) -> list[SliceQuotes]:

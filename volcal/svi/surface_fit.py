@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from volcal.errors import ArbitrageWarning, CalibrationError, ConvergenceWarning
@@ -16,7 +17,16 @@ from volcal.svi.arbitrage import ArbitrageReport, check_surface, quote_arbitrage
 from volcal.svi.essvi import EssviSurface
 from volcal.svi.grids import k_range
 from volcal.svi.params import SviRaw
-from volcal.svi.quotes import SliceQuotes, quotes_frame, select_quotes
+from volcal.svi.quotes import (
+    QuoteSelection,
+    SliceQuotes,
+    quotes_frame,
+    selected_frame,
+    selection_arrays,
+    selection_columns,
+    slices_from_selection,
+    with_columns,
+)
 from volcal.svi.slice_fit import SliceFitResult, SviSliceSettings, fit_svi_slice
 from volcal.svi.ssvi import SsviSurface
 from volcal.svi.svi_surface import SviSurface
@@ -24,6 +34,8 @@ from volcal.svi.svi_surface import SviSurface
 __all__ = ["OptimizerReport", "SurfaceFit", "assemble_fit", "fit_svi", "prepare_slices"]
 
 SCHEMA = "volcal.surface_fit/1"
+
+FloatArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True)
@@ -186,56 +198,61 @@ def _surface_from_dict(model: str, s: dict[str, Any]) -> SmileSurface:
     raise ValueError(f"unknown surface model {model!r}")
 
 
-def _residuals(quotes: pd.DataFrame, surface: SmileSurface) -> pd.DataFrame:
-    q = quotes.copy()
-    used = q["used"].to_numpy(dtype=bool)
-    iv_fit = np.full(len(q), np.nan)
-    if used.any():
-        k = q["k"].to_numpy(dtype=float)[used]
-        t = q["t"].to_numpy(dtype=float)[used]
-        iv_fit[used] = np.sqrt(np.maximum(surface.total_variance(k, t), 0.0) / t)
-    ivb = q["iv_bid"].to_numpy(dtype=float)
-    iva = q["iv_ask"].to_numpy(dtype=float)
-    q["iv_fit"] = iv_fit
-    q["residual_iv"] = iv_fit - q["iv_mid"].to_numpy(dtype=float)
-    q["outside_iv"] = np.where(
-        iv_fit > iva, iv_fit - iva, np.where(iv_fit < ivb, iv_fit - ivb, 0.0)
+def _residual_columns(quotes: pd.DataFrame, surface: SmileSurface) -> dict[str, FloatArray]:
+    """``iv_fit``, ``residual_iv`` and ``outside_iv`` of the used quotes (NaN elsewhere)."""
+    return _residual_arrays(
+        quotes["used"].to_numpy(dtype=bool),
+        quotes["k"].to_numpy(dtype=float),
+        quotes["t"].to_numpy(dtype=float),
+        quotes["iv_bid"].to_numpy(dtype=float),
+        quotes["iv_ask"].to_numpy(dtype=float),
+        quotes["iv_mid"].to_numpy(dtype=float),
+        surface,
     )
-    q.loc[~used, "outside_iv"] = np.nan
-    return q
 
 
-def _slices(selected: pd.DataFrame) -> list[SliceQuotes]:
-    """:func:`volcal.svi.quotes.slices_from_quotes` on NumPy arrays (same result, faster)."""
-    used = selected["used"].to_numpy(dtype=bool)
-    if not used.any():
-        return []
-    sub = selected[used]
-    codes, expiries = pd.factorize(sub["expiry"], sort=True)
-    k = sub["k"].to_numpy(dtype=float)
-    t = sub["t"].to_numpy(dtype=float)
-    fwd = sub["forward"].to_numpy(dtype=float)
-    cols = [sub[c].to_numpy(dtype=float) for c in ("iv_bid", "iv_ask", "iv_mid", "weight")]
-    order = np.lexsort((k, codes))  # by expiry, then k (stable, like sort_values("k"))
-    bounds = np.searchsorted(codes[order], np.arange(len(expiries) + 1))
-    out: list[SliceQuotes] = []
-    for e in range(len(expiries)):
-        rows = order[bounds[e] : bounds[e + 1]]
-        out.append(
-            SliceQuotes(
-                expiry=pd.Timestamp(expiries[e]),
-                t=float(t[rows[0]]),
-                forward=float(fwd[rows[0]]),
-                k=k[rows],
-                iv_bid=cols[0][rows],
-                iv_ask=cols[1][rows],
-                iv_mid=cols[2][rows],
-                weight=cols[3][rows],
-                index=sub.index[rows],
-            )
-        )
-    out.sort(key=lambda d: d.t)
-    return out
+def _residual_arrays(
+    used: npt.NDArray[np.bool_],
+    k: FloatArray,
+    t: FloatArray,
+    ivb: FloatArray,
+    iva: FloatArray,
+    iv_mid: FloatArray,
+    surface: SmileSurface,
+) -> dict[str, FloatArray]:
+    """:func:`_residual_columns` on arrays (decimal vols; ``k = ln(K/F)``, ``t`` in years)."""
+    iv_fit = np.full(used.size, np.nan)
+    if used.any():
+        tu = t[used]
+        iv_fit[used] = np.sqrt(np.maximum(surface.total_variance(k[used], tu), 0.0) / tu)
+    outside = np.where(iv_fit > iva, iv_fit - iva, np.where(iv_fit < ivb, iv_fit - ivb, 0.0))
+    outside[~used] = np.nan
+    return {"iv_fit": iv_fit, "residual_iv": iv_fit - iv_mid, "outside_iv": outside}
+
+
+def _residuals(quotes: pd.DataFrame, surface: SmileSurface) -> pd.DataFrame:
+    """``quotes`` with the columns of :func:`_residual_columns`."""
+    return with_columns(quotes, _residual_columns(quotes, surface))
+
+
+def _prepare(
+    chain: Any, min_t: float, min_quotes: int, spread_floor: float, weights: str = "vega_spread"
+) -> tuple[pd.DataFrame, QuoteSelection, list[SliceQuotes], tuple[float, float]]:
+    """:func:`prepare_slices` with the selection as arrays (:class:`QuoteSelection`): the
+    fits hand it to :func:`assemble_fit`, which builds the quotes table once."""
+    raw = quotes_frame(chain)
+    sel = selection_arrays(
+        raw, min_t=min_t, min_quotes=min_quotes, spread_floor=spread_floor, weights=weights
+    )
+    slices = slices_from_selection(raw, sel)
+    if not slices:
+        reasons = pd.Series(sel.reason.astype(str)).value_counts().head(5).to_dict()
+        raise CalibrationError(f"no expiry has {min_quotes} usable quotes; exclusions: {reasons}")
+    lo, hi = np.inf, -np.inf
+    for d in slices:
+        a, b = k_range(d.k, d.atm_variance)
+        lo, hi = min(lo, a), max(hi, b)
+    return raw, sel, slices, (float(lo), float(hi))
 
 
 def prepare_slices(
@@ -255,26 +272,15 @@ def prepare_slices(
     CalibrationError
         When no expiry has enough usable quotes.
     """
-    raw = quotes_frame(chain)
-    selected = select_quotes(
-        raw, min_t=min_t, min_quotes=min_quotes, spread_floor=spread_floor, weights=weights
-    )
-    slices = _slices(selected)
-    if not slices:
-        reasons = selected["excluded_reason"].value_counts().head(5).to_dict()
-        raise CalibrationError(f"no expiry has {min_quotes} usable quotes; exclusions: {reasons}")
-    lo, hi = np.inf, -np.inf
-    for d in slices:
-        a, b = k_range(d.k, d.atm_variance)
-        lo, hi = min(lo, a), max(hi, b)
-    return raw, selected, slices, (float(lo), float(hi))
+    raw, sel, slices, k_bounds = _prepare(chain, min_t, min_quotes, spread_floor, weights)
+    return raw, selected_frame(raw, sel), slices, k_bounds
 
 
 def assemble_fit(
     model: str,
     chain: Any,
     raw: pd.DataFrame,
-    selected: pd.DataFrame,
+    selected: pd.DataFrame | QuoteSelection,
     slices: list[SliceQuotes],
     surface: SmileSurface,
     rows: list[dict[str, Any]],
@@ -291,16 +297,37 @@ def assemble_fit(
     """Residuals, per-expiry table, arbitrage report and optimiser report of a fitted surface.
 
     ``rows`` holds each expiry's model parameters (and ``method``, ``converged``...);
-    ``local`` the ``(m, sigma)`` scales of the smiles for the arbitrage grid.
+    ``local`` the ``(m, sigma)`` scales of the smiles for the arbitrage grid. ``selected``
+    is the table of :func:`prepare_slices` or, from the fits, the :class:`QuoteSelection` of
+    ``raw`` (then the quotes table is built in one step).
     """
-    quotes = _residuals(selected, surface)
-    used = quotes[quotes["used"]]
-    pos = quotes.index.get_indexer
-    resid = quotes["residual_iv"].to_numpy(dtype=float)
-    outside = quotes["outside_iv"].to_numpy(dtype=float)
+    if isinstance(selected, QuoteSelection):
+        used = selected.used
+        cols = _residual_arrays(
+            used,
+            selected.k,
+            selected.t,
+            selected.iv_bid,
+            selected.iv_ask,
+            selected.iv_mid,
+            surface,
+        )
+        quotes = with_columns(raw, selection_columns(selected) | cols)
+    else:
+        used = selected["used"].to_numpy(dtype=bool)
+        cols = _residual_columns(selected, surface)
+        quotes = with_columns(selected, cols)
+    resid = cols["residual_iv"]
+    outside = cols["outside_iv"]
+    # row positions of every slice's quotes, looked up at once
+    sizes = [len(d.index) for d in slices]
+    every = (
+        quotes.index.get_indexer(slices[0].index.append([d.index for d in slices[1:]]))
+        if slices
+        else np.zeros(0, dtype=np.intp)
+    )
     table = []
-    for d, extra in zip(slices, rows, strict=True):
-        ix = pos(d.index)
+    for d, extra, ix in zip(slices, rows, np.split(every, np.cumsum(sizes)[:-1]), strict=True):
         table.append(
             {"expiry": d.expiry, "t": d.t, "forward": d.forward}
             | extra
@@ -329,8 +356,8 @@ def assemble_fit(
         surface=surface,
         params=params,
         quotes=quotes,
-        rmse_iv=float(np.sqrt(np.mean(used["residual_iv"] ** 2))),
-        inside_share=float(np.mean(used["outside_iv"] == 0.0)),
+        rmse_iv=float(np.sqrt(np.mean(resid[used] ** 2))),
+        inside_share=float(np.mean(outside[used] == 0.0)),
         optimizer=optimizer,
         arbitrage=report,
         settings=settings,
@@ -387,9 +414,7 @@ def fit_svi(
     """
     start = time.perf_counter()
     s = settings or SviSliceSettings()
-    raw, selected, slices, (lo, hi) = prepare_slices(
-        chain, min_t, min_quotes, spread_floor, weights
-    )
+    raw, selected, slices, (lo, hi) = _prepare(chain, min_t, min_quotes, spread_floor, weights)
     # longest expiry first; each shorter smile is fitted under w <= every longer smile on that
     # smile's quoted k range, where the longer smile is determined by its quotes. Outside
     # them the surface's running envelope lifts a longer smile's extrapolated wing, so no

@@ -32,11 +32,13 @@ import numpy as np
 import numpy.typing as npt
 
 from volcal.surface import ForwardCurve, SmileSurface
+from volcal.svi._checks import svi_grid_report, svi_surface_eval
 from volcal.svi.params import SviRaw
 
 __all__ = ["SviSurface"]
 
 FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,61 +126,49 @@ class SviSurface(SmileSurface):
             self._cache["envelope"] = (key, out)
         return out[i]
 
+    @property
+    def param_array(self) -> FloatArray:
+        """Smile parameters as rows ``(a, b, rho, m, sigma**2, b sigma**2)`` (the compiled
+        evaluation's layout, :mod:`volcal.svi._checks`)."""
+        cached: Any = self._cache.get("param_array")
+        if cached is None:
+            cached = np.array(
+                [(p.a, p.b, p.rho, p.m, p.sigma**2, p.b * p.sigma**2) for p in self.params],
+                dtype=float,
+            )
+            self._cache["param_array"] = cached
+        out: FloatArray = cached
+        return out
+
     def derivatives(
         self, k: npt.ArrayLike, t: npt.ArrayLike
     ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-        if np.ndim(t) == 0:
-            return self._derivatives_at(np.asarray(k, dtype=float), float(np.asarray(t)))
-        kk, tt = np.broadcast_arrays(np.asarray(k, dtype=float), np.asarray(t, dtype=float))
-        ts = np.asarray(self.t)
-        n = ts.size
-        w = np.full(kk.shape, np.nan)
-        w1 = np.full(kk.shape, np.nan)
-        w2 = np.full(kk.shape, np.nan)
-        wt = np.full(kk.shape, np.nan)
-        # index of the segment: -1 before t_1, n-1 after t_n, else i with t_i <= t < t_{i+1}
-        seg = np.searchsorted(ts, tt, side="right") - 1
-        for i in range(-1, n):
-            sel = (seg == i) & np.isfinite(tt) & (tt > 0)
-            if not sel.any():
-                continue
-            kq, tq = kk[sel], tt[sel]
-            if i == -1 or i == n - 1:
-                j = 0 if i == -1 else n - 1
-                a0, a1, a2 = self.envelope(kq, j)
-                scale = tq / ts[j]
-                w[sel], w1[sel], w2[sel] = a0 * scale, a1 * scale, a2 * scale
-                wt[sel] = a0 / ts[j]
-            else:
-                a0, a1, a2 = self.envelope(kq, i)
-                b0, b1, b2 = self.envelope(kq, i + 1)
-                dt = ts[i + 1] - ts[i]
-                lam = (tq - ts[i]) / dt
-                # a + lam (b - a) rather than (1 - lam) a + lam b: never below a in floating
-                # point when b >= a, so the interpolation stays calendar-free to the last bit
-                w[sel] = a0 + lam * (b0 - a0)
-                w1[sel] = a1 + lam * (b1 - a1)
-                w2[sel] = a2 + lam * (b2 - a2)
-                wt[sel] = (b0 - a0) / dt
-        return w, w1, w2, wt
+        """``(w, dw/dk, d2w/dk2, dw/dt)`` at ``(k, t)`` (broadcast; ``k = ln(K/F)``, ``t`` in
+        years), by the rules of the module docstring; NaN where ``t`` is not finite or
+        ``t <= 0``. Compiled (:func:`volcal.svi._checks.svi_surface_eval`), the same values
+        as the envelope of :meth:`SviRaw.derivatives <volcal.svi.params.SviRaw.derivatives>`."""
+        k_arr = np.asarray(k, dtype=float)
+        t_arr = np.asarray(t, dtype=float)
+        shape = np.broadcast_shapes(k_arr.shape, t_arr.shape)
+        kb = np.ascontiguousarray(np.broadcast_to(k_arr, shape)).ravel()
+        tb = np.ascontiguousarray(np.broadcast_to(t_arr, shape)).ravel()
+        out = np.empty((4, kb.size))
+        svi_surface_eval(kb, tb, self.expiries, self.param_array, out)
+        return (
+            out[0].reshape(shape),
+            out[1].reshape(shape),
+            out[2].reshape(shape),
+            out[3].reshape(shape),
+        )
 
-    def _derivatives_at(
-        self, kk: FloatArray, t: float
-    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-        """:meth:`derivatives` at one time ``t`` (same rules, no per-segment masks)."""
-        ts = np.asarray(self.t)
-        n = ts.size
-        if not (np.isfinite(t) and t > 0):
-            nan = np.full(kk.shape, np.nan)
-            return nan, nan.copy(), nan.copy(), nan.copy()
-        i = int(np.searchsorted(ts, t, side="right")) - 1
-        if i == -1 or i == n - 1:
-            j = 0 if i == -1 else n - 1
-            a0, a1, a2 = self.envelope(kk, j)
-            scale = t / ts[j]
-            return a0 * scale, a1 * scale, a2 * scale, a0 / ts[j]
-        a0, a1, a2 = self.envelope(kk, i)
-        b0, b1, b2 = self.envelope(kk, i + 1)
-        dt = ts[i + 1] - ts[i]
-        lam = (t - ts[i]) / dt
-        return a0 + lam * (b0 - a0), a1 + lam * (b1 - a1), a2 + lam * (b2 - a2), (b0 - a0) / dt
+    def grid_report(
+        self, k: FloatArray, times: FloatArray
+    ) -> tuple[FloatArray, IntArray, FloatArray, IntArray, IntArray]:
+        """Butterfly and calendar statistics on the ``(times, k)`` grid
+        (:func:`volcal.svi._checks.svi_grid_report`; used by the arbitrage report)."""
+        return svi_grid_report(
+            np.ascontiguousarray(k, dtype=float),
+            np.ascontiguousarray(times, dtype=float),
+            self.expiries,
+            self.param_array,
+        )
