@@ -18,7 +18,12 @@ The inner objective is bid/ask aware in total variance::
     sum_i q_i [dist(w_i, [wb_i, wa_i])**2 + lam2 (w_i - wm_i)**2]
 
 (convex, piecewise quadratic); it is minimised exactly by a finite active-set (semismooth
-Newton) iteration over which quotes sit below, inside or above their band.
+Newton) iteration over which quotes sit below, inside or above their band. With a
+pseudo-Huber knee ``hub > 0`` the squared distance ``q_i dist**2`` becomes
+``2 hub**2 (sqrt(1 + q_i dist**2 / hub**2) - 1)`` (still convex), minimised by a projected
+Newton iteration with a line search (:func:`_inner_huber`). The polish
+(:func:`al_lm_fit`) uses the same cost in implied vol, in residual form
+``sign(e) sqrt(rho(e))``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,24 @@ def _solve_box3(
     g: FloatArray, h: FloatArray, lo: FloatArray, hi: FloatArray
 ) -> FloatArray:  # pragma: no cover - compiled
     """argmin 0.5 x'Gx - h'x over lo <= x <= hi (G 3x3 positive definite)."""
+    # the unconstrained minimiser, when it lies in the box, is the answer (convex problem)
+    c00 = g[1, 1] * g[2, 2] - g[1, 2] * g[2, 1]
+    c01 = g[1, 2] * g[2, 0] - g[1, 0] * g[2, 2]
+    c02 = g[1, 0] * g[2, 1] - g[1, 1] * g[2, 0]
+    det = g[0, 0] * c00 + g[0, 1] * c01 + g[0, 2] * c02
+    if det > 1e-14 * g[0, 0] * g[1, 1] * g[2, 2]:
+        c10 = g[0, 2] * g[2, 1] - g[0, 1] * g[2, 2]
+        c11 = g[0, 0] * g[2, 2] - g[0, 2] * g[2, 0]
+        c12 = g[0, 1] * g[2, 0] - g[0, 0] * g[2, 1]
+        c20 = g[0, 1] * g[1, 2] - g[0, 2] * g[1, 1]
+        c21 = g[0, 2] * g[1, 0] - g[0, 0] * g[1, 2]
+        c22 = g[0, 0] * g[1, 1] - g[0, 1] * g[1, 0]
+        x_u = np.empty(3)
+        x_u[0] = (c00 * h[0] + c10 * h[1] + c20 * h[2]) / det
+        x_u[1] = (c01 * h[0] + c11 * h[1] + c21 * h[2]) / det
+        x_u[2] = (c02 * h[0] + c12 * h[1] + c22 * h[2]) / det
+        if lo[0] <= x_u[0] <= hi[0] and lo[1] <= x_u[1] <= hi[1] and lo[2] <= x_u[2] <= hi[2]:
+            return x_u
     best = np.inf
     best_x = np.empty(3)
     best_x[:] = np.minimum(np.maximum(0.0, lo), hi)
@@ -122,6 +145,121 @@ def _solve_box3(
 
 
 @njit(cache=True)
+def _inner_value(
+    p: FloatArray,
+    x1: FloatArray,
+    x2: FloatArray,
+    wb: FloatArray,
+    wa: FloatArray,
+    wm: FloatArray,
+    q: FloatArray,
+    lam2: float,
+    hub: float,
+    grad: FloatArray,
+    hess: FloatArray,
+    want: bool,
+) -> float:  # pragma: no cover - compiled
+    """Pseudo-Huber inner objective at ``p = (a, u, v)``; with ``want`` also its gradient and
+    Hessian (``rho'' `` of the pseudo-Huber, exact: the objective is convex and piecewise
+    smooth)."""
+    hub2 = hub * hub
+    total = 0.0
+    if want:
+        grad[:] = 0.0
+        hess[:, :] = 0.0
+    for i in range(x1.shape[0]):
+        w = p[0] + p[1] * x1[i] + p[2] * x2[i]
+        sq = math.sqrt(q[i])
+        if w < wb[i]:
+            e = sq * (wb[i] - w)
+            sgn = -1.0
+        elif w > wa[i]:
+            e = sq * (w - wa[i])
+            sgn = 1.0
+        else:
+            e = 0.0
+            sgn = 0.0
+        x2e = e * e / hub2
+        root = math.sqrt(1.0 + x2e)
+        total += 2.0 * e * e / (root + 1.0) + q[i] * lam2 * (w - wm[i]) ** 2
+        if want:
+            d1 = sgn * sq * 2.0 * e / root + 2.0 * q[i] * lam2 * (w - wm[i])
+            d2 = (q[i] * 2.0 / (root * root * root) if sgn != 0.0 else 0.0) + 2.0 * q[i] * lam2
+            r1 = x1[i]
+            r2 = x2[i]
+            grad[0] += d1
+            grad[1] += d1 * r1
+            grad[2] += d1 * r2
+            hess[0, 0] += d2
+            hess[0, 1] += d2 * r1
+            hess[0, 2] += d2 * r2
+            hess[1, 1] += d2 * r1 * r1
+            hess[1, 2] += d2 * r1 * r2
+            hess[2, 2] += d2 * r2 * r2
+    if want:
+        hess[1, 0] = hess[0, 1]
+        hess[2, 0] = hess[0, 2]
+        hess[2, 1] = hess[1, 2]
+    return total
+
+
+@njit(cache=True)
+def _inner_huber(
+    x1: FloatArray,
+    x2: FloatArray,
+    wb: FloatArray,
+    wa: FloatArray,
+    wm: FloatArray,
+    q: FloatArray,
+    lam2: float,
+    hub: float,
+    lo: FloatArray,
+    hi: FloatArray,
+    p0: FloatArray,
+) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
+    """Minimiser over the box of the convex pseudo-Huber inner objective: projected Newton
+    (each step the exact box-constrained minimiser of the local quadratic model, then an
+    Armijo backtracking line search on the true objective), from ``p0``."""
+    p = p0.copy()
+    grad = np.empty(3)
+    hess = np.empty((3, 3))
+    rhs = np.empty(3)
+    trial = np.empty(3)
+    f = _inner_value(p, x1, x2, wb, wa, wm, q, lam2, hub, grad, hess, True)
+    for _ in range(_MAX_ACTIVE_SET_ITERATIONS):
+        for i in range(3):
+            hp = 0.0
+            for j in range(3):
+                hp += hess[i, j] * p[j]
+            rhs[i] = hp - grad[i]
+        xn = _solve_box3(hess, rhs, lo, hi)
+        slope = 0.0
+        for i in range(3):
+            slope += grad[i] * (xn[i] - p[i])
+        if slope >= 0.0:
+            break
+        step = 1.0
+        fn = f
+        accepted = False
+        for _ls in range(30):
+            for i in range(3):
+                trial[i] = p[i] + step * (xn[i] - p[i])
+            fn = _inner_value(trial, x1, x2, wb, wa, wm, q, lam2, hub, grad, hess, False)
+            if fn <= f + 1e-4 * step * slope:
+                accepted = True
+                break
+            step *= 0.5
+        if not accepted:
+            break
+        p[:] = trial
+        done = f - fn <= 1e-9 * f + 1e-300
+        f = _inner_value(p, x1, x2, wb, wa, wm, q, lam2, hub, grad, hess, True)
+        if done:
+            break
+    return p[0], p[1], p[2], f
+
+
+@njit(cache=True)
 def inner_solve(
     k: FloatArray,
     wb: FloatArray,
@@ -133,11 +271,18 @@ def inner_solve(
     sigma: float,
     lo: FloatArray,
     hi: FloatArray,
+    hub: float = 0.0,
 ) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
     """Exact minimiser ``(a, u, v)`` of the bid/ask-aware total-variance objective.
 
     ``q`` are per-quote weights in total variance, ``lam2`` the weight of the pull to mid,
-    ``lo``/``hi`` the box on ``(a, u, v)``. Returns ``(a, u, v, objective)``.
+    ``lo``/``hi`` the box on ``(a, u, v)``. The squared distance (``hub <= 0``) gives a convex
+    piecewise-quadratic problem, solved exactly by an active-set iteration over which quotes
+    sit below, inside or above their band. With ``hub > 0`` a quote's weighted distance
+    outside its band, ``e = sqrt(q) dist(w, [wb, wa])``, costs the pseudo-Huber
+    ``2 hub**2 (sqrt(1 + (e/hub)**2) - 1)`` instead of ``e**2``; the problem stays convex and
+    is solved by a projected Newton iteration (:func:`_inner_huber`) from the squared-distance
+    solution. Returns ``(a, u, v, objective)``.
     """
     n = k.shape[0]
     x0 = np.ones(n)
@@ -205,6 +350,8 @@ def inner_solve(
         if not changed:
             break
         state[:] = new_state
+    if hub > 0.0:
+        return _inner_huber(x1, x2, wb, wa, wm, q, lam2, hub, lo, hi, best_p)
     return best_p[0], best_p[1], best_p[2], best
 
 
@@ -217,13 +364,17 @@ def iv_loss(
     vm: FloatArray,
     weight2: FloatArray,
     lam2: float,
+    hub: float = 0.0,
 ) -> float:  # pragma: no cover - compiled
     """Bid/ask-aware implied-vol objective of fitted total variances ``w``.
 
-    ``sum_i weight2_i [dist(sigma_i, [vb_i, va_i])**2 + lam2 (sigma_i - vm_i)**2]`` with
-    ``sigma_i = sqrt(max(w_i, 0)/t)``.
+    ``sum_i [rho(sqrt(weight2_i) dist(sigma_i, [vb_i, va_i])) + weight2_i lam2 (sigma_i -
+    vm_i)**2]`` with ``sigma_i = sqrt(max(w_i, 0)/t)`` and ``rho(e) = e**2`` when
+    ``hub <= 0``, else the pseudo-Huber ``rho(e) = 2 hub**2 (sqrt(1 + (e/hub)**2) - 1)``
+    (quadratic for ``|e| << hub``, linear ``2 hub |e|`` beyond).
     """
     total = 0.0
+    hub2 = hub * hub
     for i in range(w.shape[0]):
         s = math.sqrt(max(w[i], 0.0) / t)
         if s < vb[i]:
@@ -232,7 +383,10 @@ def iv_loss(
             d = s - va[i]
         else:
             d = 0.0
-        total += weight2[i] * (d * d + lam2 * (s - vm[i]) ** 2)
+        e2 = weight2[i] * d * d
+        if hub > 0.0:
+            e2 = 2.0 * e2 / (math.sqrt(1.0 + e2 / hub2) + 1.0)
+        total += e2 + weight2[i] * lam2 * (s - vm[i]) ** 2
     return total
 
 
@@ -253,6 +407,7 @@ def qe_objective(
     lam2: float,
     a_hi: float,
     uv_lo: float,
+    hub: float,
 ) -> tuple[float, float, float, float]:  # pragma: no cover - compiled
     """Outer objective of the quasi-explicit method at ``(m, sigma)``.
 
@@ -264,14 +419,14 @@ def qe_objective(
     """
     lo = np.array([-2.0 * sigma, uv_lo * sigma, uv_lo * sigma])
     hi = np.array([a_hi, 2.0 * sigma, 2.0 * sigma])
-    a, u, v, _ = inner_solve(k, wb, wa, wm, q, lam2, m, sigma, lo, hi)
+    a, u, v, _ = inner_solve(k, wb, wa, wm, q, lam2, m, sigma, lo, hi, hub)
     n = k.shape[0]
     w = np.empty(n)
     for i in range(n):
         y = (k[i] - m) / sigma
         s = math.sqrt(y * y + 1.0)
         w[i] = a + 0.5 * u * (s + y) + 0.5 * v * (s - y)
-    return iv_loss(w, t, vb, va, vm, weight2, lam2), a, u, v
+    return iv_loss(w, t, vb, va, vm, weight2, lam2, hub), a, u, v
 
 
 @njit(cache=True)
@@ -291,13 +446,14 @@ def qe_grid(
     lam2: float,
     a_hi: float,
     uv_lo: float,
+    hub: float,
 ) -> FloatArray:  # pragma: no cover - compiled
     """Outer objective on the grid ``ms x sigmas`` (for the starting points of the search)."""
     out = np.empty((ms.shape[0], sigmas.shape[0]))
     for i in range(ms.shape[0]):
         for j in range(sigmas.shape[0]):
             out[i, j] = qe_objective(
-                ms[i], sigmas[j], k, t, wb, wa, wm, q, vb, va, vm, weight2, lam2, a_hi, uv_lo
+                ms[i], sigmas[j], k, t, wb, wa, wm, q, vb, va, vm, weight2, lam2, a_hi, uv_lo, hub
             )[0]
     return out
 
@@ -323,11 +479,12 @@ def _qe_value(
     lam2: float,
     a_hi: float,
     uv_lo: float,
+    hub: float,
 ) -> float:  # pragma: no cover - compiled
     m = min(max(z0, lo0), hi0)
     ls = min(max(z1, lo1), hi1)
     return qe_objective(
-        m, math.exp(ls), k, t, wb, wa, wm, q, vb, va, vm, weight2, lam2, a_hi, uv_lo
+        m, math.exp(ls), k, t, wb, wa, wm, q, vb, va, vm, weight2, lam2, a_hi, uv_lo, hub
     )[0]
 
 
@@ -349,6 +506,7 @@ def qe_nelder_mead(
     lam2: float,
     a_hi: float,
     uv_lo: float,
+    hub: float,
     maxiter: int,
     xatol: float,
     fatol: float,
@@ -391,6 +549,7 @@ def qe_nelder_mead(
             lam2,
             a_hi,
             uv_lo,
+            hub,
         )
         nfev += 1
     it = 0
@@ -443,6 +602,7 @@ def qe_nelder_mead(
             lam2,
             a_hi,
             uv_lo,
+            hub,
         )
         nfev += 1
         if fr < fs[0]:
@@ -468,6 +628,7 @@ def qe_nelder_mead(
                 lam2,
                 a_hi,
                 uv_lo,
+                hub,
             )
             nfev += 1
             if fe < fr:
@@ -505,6 +666,7 @@ def qe_nelder_mead(
                 lam2,
                 a_hi,
                 uv_lo,
+                hub,
             )
             nfev += 1
             if fc <= fr:
@@ -535,6 +697,7 @@ def qe_nelder_mead(
                 lam2,
                 a_hi,
                 uv_lo,
+                hub,
             )
             nfev += 1
             if fc < fs[2]:
@@ -566,6 +729,7 @@ def qe_nelder_mead(
                     lam2,
                     a_hi,
                     uv_lo,
+                    hub,
                 )
                 nfev += 1
     best = 0
@@ -676,14 +840,14 @@ def svi_g_jac(
 
 @njit(cache=True)
 def _z_parts(
-    z: FloatArray, k: float, dw: FloatArray, dw1: FloatArray, dw2: FloatArray
+    z: FloatArray, k: float, dw: FloatArray, dw1: FloatArray, dw2: FloatArray, s: float
 ) -> tuple[float, float, float]:  # pragma: no cover - compiled
-    """``(w, w', w'')`` at ``k`` and their gradients in ``z`` (written into dw, dw1, dw2)."""
+    """``(w, w', w'')`` at ``k`` and their gradients in ``z`` (written into dw, dw1, dw2);
+    ``s = exp(z[4])`` (sigma, computed once by the caller)."""
     a = z[0]
     p = z[1]
     c = z[2]
     m = z[3]
-    s = math.exp(z[4])
     s2 = s * s
     y = k - m
     r = math.sqrt(y * y + s2)
@@ -715,6 +879,22 @@ def _z_parts(
 
 
 @njit(cache=True)
+def _z_w(z: FloatArray, k: float, dw: FloatArray, s: float) -> float:  # pragma: no cover
+    """``w`` at ``k`` and its gradient in ``z`` (written into ``dw``); ``s = exp(z[4])``."""
+    y = k - z[3]
+    r = math.sqrt(y * y + s * s)
+    aa = 0.5 * (r + y)
+    bb = 0.5 * (r - y)
+    cp = z[2] + z[1]
+    dw[0] = 1.0
+    dw[1] = bb
+    dw[2] = aa
+    dw[3] = -(z[2] * aa - z[1] * bb) / r
+    dw[4] = 0.5 * cp * s * s / r
+    return z[0] + z[2] * aa + z[1] * bb
+
+
+@njit(cache=True)
 def z_g_jac(z: FloatArray, k: FloatArray) -> tuple[FloatArray, FloatArray]:  # pragma: no cover
     """Butterfly function ``g(k)`` (GJ 2014, eq. 2.1) and its Jacobian ``(n, 5)`` in ``z``;
     ``g = -1`` with a zero gradient where ``w <= 0``."""
@@ -724,9 +904,10 @@ def z_g_jac(z: FloatArray, k: FloatArray) -> tuple[FloatArray, FloatArray]:  # p
     dw = np.empty(5)
     dw1 = np.empty(5)
     dw2 = np.empty(5)
+    sig_z = math.exp(z[4])
     for i in range(n):
         kk = k[i]
-        w, w1, w2 = _z_parts(z, kk, dw, dw1, dw2)
+        w, w1, w2 = _z_parts(z, kk, dw, dw1, dw2, sig_z)
         if not w > 0.0:
             g[i] = -1.0
             continue
@@ -779,6 +960,7 @@ def _al_eval(
     jtj: FloatArray,
     jtr: FloatArray,
     cons: FloatArray,
+    hub: float,
 ) -> tuple[float, float]:  # pragma: no cover - compiled
     """Augmented-Lagrangian merit ``Phi = f + sum (rho/2) max(0, mult/rho - c)**2`` at ``z``.
 
@@ -792,9 +974,10 @@ def _al_eval(
     dw1 = np.empty(5)
     dw2 = np.empty(5)
     row = np.empty(5)
+    sig_z = math.exp(z[4])
     f = 0.0
     for i in range(k.shape[0]):
-        w, _, _ = _z_parts(z, k[i], dw, dw1, dw2)
+        w = _z_w(z, k[i], dw, sig_z)
         if w > 0.0:
             sig = math.sqrt(w / t)
             ds = 1.0 / (2.0 * sig * t)
@@ -807,17 +990,34 @@ def _al_eval(
             r1 = sig - va[i]
         else:
             r1 = 0.0
-        r2 = lam * (sig - vm[i])
         wt = sw[i]
-        f += wt * wt * (r1 * r1 + r2 * r2)
-        # residuals r1 (jacobian only outside the band) and r2
+        # residuals R1 = wt r1 (pseudo-Huber: sign(e) sqrt(rho(e)), e = wt r1) and
+        # R2 = wt lam (sig - mid); d R1 / d e = c1 (0 inside the band)
+        e = wt * r1
+        if r1 == 0.0:
+            big_r1 = 0.0
+            c1 = 0.0
+        elif hub > 0.0:
+            x2 = (e / hub) ** 2
+            root = math.sqrt(1.0 + x2)
+            rr = math.sqrt(2.0 * hub * hub * x2 / (root + 1.0))
+            if rr > 0.0:
+                big_r1 = math.copysign(rr, e)
+                c1 = abs(e) / (root * rr)
+            else:
+                big_r1 = e
+                c1 = 1.0
+        else:
+            big_r1 = e
+            c1 = 1.0
+        big_r2 = wt * lam * (sig - vm[i])
+        f += big_r1 * big_r1 + big_r2 * big_r2
         for jj in range(5):
             row[jj] = wt * ds * dw[jj]
-        c1 = 1.0 if r1 != 0.0 else 0.0
         for a_ in range(5):
-            jtr[a_] += row[a_] * wt * (c1 * r1 + lam * r2)
+            jtr[a_] += row[a_] * (c1 * big_r1 + lam * big_r2)
             for b_ in range(a_, 5):
-                jtj[a_, b_] += row[a_] * row[b_] * (c1 + lam * lam)
+                jtj[a_, b_] += row[a_] * row[b_] * (c1 * c1 + lam * lam)
     phi = f
     hr = math.sqrt(0.5 * rho)
     ng = kg.shape[0]
@@ -825,7 +1025,7 @@ def _al_eval(
     for i in range(ng + 1 + nc):
         if i < ng:
             kk = kg[i]
-            w, w1, w2 = _z_parts(z, kk, dw, dw1, dw2)
+            w, w1, w2 = _z_parts(z, kk, dw, dw1, dw2, sig_z)
             if w > 0.0:
                 e = 1.0 - kk * w1 / (2.0 * w)
                 val = e * e - w1 * w1 / 4.0 * (1.0 / w + 0.25) + w2 / 2.0 - g_margin
@@ -852,7 +1052,7 @@ def _al_eval(
             row[4] = s * sq / theta
         else:
             j = i - ng - 1
-            w, _, _ = _z_parts(z, kc[j], dw, dw1, dw2)
+            w = _z_w(z, kc[j], dw, sig_z)
             val = sc[j] * (w - wc[j]) / theta
             for jj in range(5):
                 row[jj] = sc[j] * dw[jj] / theta
@@ -941,6 +1141,7 @@ def al_lm_fit(
     mult0: FloatArray,
     max_outer: int,
     max_inner: int,
+    hub: float = 0.0,
 ) -> tuple[FloatArray, float, float, FloatArray, int, int, bool]:  # pragma: no cover
     """Minimise the bid/ask-aware implied-vol objective of one raw SVI smile under
     ``g(kg) >= g_margin``, the minimum-variance bound and ``sc (w(kc) - wc) >= 0``.
@@ -995,6 +1196,7 @@ def al_lm_fit(
             jtj,
             jtr,
             cons,
+            hub,
         )
         nu = 1e-3
         growth = 2.0
@@ -1033,6 +1235,7 @@ def al_lm_fit(
                 jtj_n,
                 jtr_n,
                 cons_n,
+                hub,
             )
             # predicted decrease of the Gauss-Newton model (Nielsen's damping update)
             pred = 0.0

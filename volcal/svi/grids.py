@@ -15,6 +15,8 @@ The calibrators impose the conditions on a coarse grid (``n = 121 / 25``) and th
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import numpy.typing as npt
 
@@ -58,10 +60,23 @@ def slice_grid(
         ``(n_uniform, n_local)``.
     """
     n_uniform, n_local = sizes
-    parts = [np.linspace(k_lo, k_hi, n_uniform)]
-    z = np.linspace(-1.0, 1.0, n_local)
+    unit, z, sinh_z = _unit_points(n_uniform, n_local)
+    parts = [k_lo + (k_hi - k_lo) * unit]
     if theta > 0:
         parts.append(np.sqrt(theta) * 8.0 * z)
     if m is not None and sigma is not None:
-        parts.append(m + sigma * np.sinh(4.0 * z))
+        parts.append(m + sigma * sinh_z)
     return np.sort(np.concatenate(parts))
+
+
+@lru_cache(maxsize=8)
+def _unit_points(n_uniform: int, n_local: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``linspace(0, 1, n_uniform)``, ``z = linspace(-1, 1, n_local)`` and ``sinh(4 z)``
+    (cached: the grids are built many times per fit; treat the arrays as read-only)."""
+    z = np.linspace(-1.0, 1.0, n_local)
+    unit = np.linspace(0.0, 1.0, n_uniform)
+    for arr in (unit, z):
+        arr.flags.writeable = False
+    sinh_z = np.sinh(4.0 * z)
+    sinh_z.flags.writeable = False
+    return unit, z, sinh_z

@@ -6,8 +6,11 @@ Method
    linear in ``(a, u, v)`` (see :mod:`volcal.svi._kernels`) and the bid/ask-aware objective in
    total variance is minimised exactly over a box (``-2 sigma <= a <= max w_ask``,
    ``u, v <= 2 sigma`` from Lee's bound ``b (1 +- rho) <= 2``). The outer problem in
-   ``(m, ln sigma)`` is solved by a grid scan and a compiled Nelder-Mead on the exact
-   implied-vol objective.
+   ``(m, ln sigma)`` is solved by a grid scan (squared distance: it only picks the basin)
+   and a compiled Nelder-Mead on the exact implied-vol objective (or SciPy's bounded
+   Nelder-Mead, ``SviSliceSettings.outer_search = "scipy"``). With the pseudo-Huber loss
+   the inner problem is convex but not piecewise quadratic: a projected Newton iteration
+   from the squared-distance solution solves it.
 2. **Constrained polish, compiled** (:func:`volcal.svi._kernels.al_lm_fit`). The conditions
    of no static arbitrage are constraints of the problem, not post-checks: ``g(k) >= g_margin``
    (Gatheral & Jacquier 2014, eq. 2.1) on the constraint grid of :mod:`volcal.svi.grids`, grown
@@ -20,30 +23,37 @@ Method
    iteration minimises the exact implied-vol objective in wing-slope coordinates
    ``z = (a, b (1 - rho), b (1 + rho), m, ln sigma)``, from the quasi-explicit optimum. With
    neighbours the smile is first fitted alone and the calendar constraints are added only
-   when that fit violates them. Only if no feasible point is found does SciPy's SLSQP run on
-   the same problem (fallback; it did not run in the full real-data runs of ``docs/svi.md``).
+   when that fit violates them. When the first polish ends poorly (objective above
+   ``RESTART_FACTOR`` times the quasi-explicit optimum plus ``RESTART_FLOOR``: it started
+   from a smile violating ``g >= 0`` and ended in a poor local minimum), the outer optima of
+   the next ``RESTARTS`` grid cells are polished too and the best feasible fit is kept. Only
+   if no feasible point is found does SciPy's SLSQP run on the same problem (fallback; it
+   did not run in the full real-data runs of ``docs/svi.md``).
 
 Objective (implied vol, decimal)::
 
-    L = mean_i W_i**2 [dist(sigma_i, [iv_bid_i, iv_ask_i])**2 + lam**2 (sigma_i - iv_mid_i)**2]
+    L = mean_i [rho_h(W_i dist(sigma_i, [b_i, a_i])) + W_i**2 lam**2 (sigma_i - iv_mid_i)**2]
 
-with ``W_i = 1/max(iv_ask_i - iv_bid_i, spread_floor)`` (:mod:`volcal.svi.quotes`) and
-``lam = mid_weight`` small: a fitted vol inside the band costs almost nothing, outside it costs
-its distance in units of the quote's spread.
+with ``W_i = 1/max(iv_ask_i - iv_bid_i, spread_floor)`` (:mod:`volcal.svi.quotes`), the band
+``[b_i, a_i]`` the quoted one shrunk by ``band_shrink`` of the spread on each side,
+``lam = mid_weight`` small and ``rho_h(e) = 2 h**2 (sqrt(1 + (e/h)**2) - 1)`` the pseudo-Huber
+cost with knee ``h = huber`` spreads (``e**2`` when ``huber = 0``): a fitted vol inside the
+band costs almost nothing, outside it costs (linearly) its distance in units of the quote's
+spread.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import minimize
 
-from volcal.errors import CalibrationError
+from volcal.errors import CalibrationError, ParameterError
 from volcal.svi import _kernels
 from volcal.svi.grids import CHECK_SIZES, k_range, slice_grid
 from volcal.svi.params import SviRaw
@@ -55,10 +65,19 @@ FloatArray = npt.NDArray[np.float64]
 
 CALENDAR_MARGIN = 1e-6
 """Calendar constraints keep ``w`` this share of ``theta`` away from a neighbour's smile."""
-AL_MAX_OUTER = 40
+AL_MAX_OUTER = 80
 """Outer (multiplier) iterations of the compiled augmented Lagrangian."""
 AL_MAX_INNER = 100
 """Levenberg-Marquardt iterations per outer iteration."""
+RESTARTS = 4
+"""Further grid cells whose outer optima are polished when the first polish ends poorly."""
+RESTART_FACTOR, RESTART_FLOOR = 2.0, 0.01
+"""The first polish "ends poorly" when its objective exceeds ``RESTART_FACTOR`` times the
+quasi-explicit (unconstrained) optimum plus ``RESTART_FLOOR`` (mean squared distance in
+spreads: ~0.1 spread RMS outside the band)."""
+OUTER_SEARCHES = ("compiled", "scipy")
+_SINH_25 = np.sinh(np.linspace(-4.0, 4.0, 25))
+"""Outer searches over ``(m, ln sigma)`` (:attr:`SviSliceSettings.outer_search`)."""
 
 
 @dataclass(frozen=True)
@@ -91,10 +110,21 @@ class SviSliceSettings:
     polish:
         Kept for stored settings; has no effect: every smile is now polished by the compiled
         constrained solver from the quasi-explicit optimum.
+    huber:
+        Knee ``h`` of the pseudo-Huber cost of a quote's distance outside its (shrunk) band,
+        in units of the quote's spread (dimensionless, >= 0): ``e = W_i dist`` costs
+        ``2 h**2 (sqrt(1 + (e/h)**2) - 1)``, quadratic within ``h`` spreads and linear
+        (``2 h |e|``: "outside costs its distance") beyond; ``0`` restores ``e**2``. Used
+        by both stages (quasi-explicit inner solve and constrained polish).
+    outer_search:
+        ``"compiled"`` (default): the compiled Nelder-Mead of :mod:`volcal.svi._kernels` over
+        ``(m, ln sigma)``; ``"scipy"``: SciPy's bounded Nelder-Mead
+        (``scipy.optimize.minimize``) on the same compiled objective, from the same start
+        (see ``docs/svi.md`` for the measured difference).
     """
 
     mid_weight: float = 0.01
-    band_shrink: float = 0.3
+    band_shrink: float = 0.2
     g_margin: float = 1e-4
     w_floor: float = 1e-3
     uv_floor: float = 1e-4
@@ -103,6 +133,19 @@ class SviSliceSettings:
     maxiter: int = 400
     polish_maxiter: int = 300
     polish: bool = False
+    huber: float = 0.1
+    outer_search: str = "compiled"
+
+    def __post_init__(self) -> None:
+        if self.outer_search not in OUTER_SEARCHES:
+            raise ParameterError(
+                f"outer_search must be one of {', '.join(OUTER_SEARCHES)}, "
+                f"got {self.outer_search!r}"
+            )
+        if not self.huber >= 0.0:
+            raise ParameterError(f"huber must be >= 0, got {self.huber!r}")
+        if not 0.0 <= self.band_shrink < 0.5:
+            raise ParameterError(f"band_shrink must be in [0, 0.5), got {self.band_shrink!r}")
 
 
 @dataclass(frozen=True)
@@ -221,6 +264,8 @@ class _SliceProblem:
         # d sigma / d w = 1 / (2 sigma t): total-variance weights approximating vol distances
         self.q = self.weight2 / (2.0 * self.vm * t) ** 2
         self.lam2 = settings.mid_weight**2
+        # pseudo-Huber knee for the residual sqrt(weight2) dist = W dist / sqrt(n)
+        self.hub = max(float(settings.huber), 0.0) / math.sqrt(n)
         self.theta = max(data.atm_variance, float(np.min(self.wm)))
         self.k_lo, self.k_hi = k_range(self.k, self.theta)
         if k_bounds is not None:
@@ -235,7 +280,9 @@ class _SliceProblem:
     def loss(self, x: FloatArray) -> float:
         w = _svi_parts(x, self.k)[0]
         return float(
-            _kernels.iv_loss(w, self.data.t, self.vb, self.va, self.vm, self.weight2, self.lam2)
+            _kernels.iv_loss(
+                w, self.data.t, self.vb, self.va, self.vm, self.weight2, self.lam2, self.hub
+            )
         )
 
     def loss_grad(self, x: FloatArray) -> FloatArray:
@@ -244,14 +291,17 @@ class _SliceProblem:
         t = self.data.t
         sig = np.sqrt(np.maximum(w, 0.0) / t)
         dist = np.where(sig < self.vb, sig - self.vb, np.where(sig > self.va, sig - self.va, 0.0))
-        dloss_dsig = 2.0 * self.weight2 * (dist + self.lam2 * (sig - self.vm))
+        # d rho(e) / d e = 2 e / sqrt(1 + (e/h)**2) for the pseudo-Huber, 2 e without
+        shrink = 1.0 / np.sqrt(1.0 + self.weight2 * dist**2 / self.hub**2) if self.hub > 0 else 1.0
+        dloss_dsig = 2.0 * self.weight2 * (shrink * dist + self.lam2 * (sig - self.vm))
         # d sigma / d w = 1 / (2 sigma t); zero where the fitted variance is not positive
         dsig_dw = np.where(sig > 0, 1.0 / (2.0 * np.where(sig > 0, sig, 1.0) * t), 0.0)
         return np.asarray((dloss_dsig * dsig_dw) @ dw)
 
     def residuals(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Residuals ``r`` with ``loss = r @ r`` and their Jacobian ``(2 n, 5)``:
-        ``sqrt(weight2) dist(sigma, band)`` and ``sqrt(weight2) lam (sigma - mid)``."""
+        ``e = sqrt(weight2) dist(sigma, band)`` (pseudo-Huber: ``sign(e) sqrt(rho(e))``) and
+        ``sqrt(weight2) lam (sigma - mid)``."""
         a, b, rho, m, sigma = (float(v) for v in x)
         w, dw = _kernels.svi_w_jac(a, b, rho, m, sigma, self.k)
         t = self.data.t
@@ -262,10 +312,17 @@ class _SliceProblem:
         lam = math.sqrt(self.lam2)
         dsig = np.where(sig > 0, 1.0 / (2.0 * np.where(sig > 0, sig, 1.0) * t), 0.0)
         jac_sig = dsig[:, None] * dw
-        r = np.concatenate([sw * dist, sw * lam * (sig - self.vm)])
-        jac = np.concatenate(
-            [((below | above) * sw)[:, None] * jac_sig, (sw * lam)[:, None] * jac_sig], axis=0
-        )
+        e = sw * dist
+        r1, d1 = e, (below | above) * 1.0
+        if self.hub > 0:
+            x2 = (e / self.hub) ** 2
+            root = np.sqrt(1.0 + x2)
+            rr = np.sqrt(2.0 * self.hub**2 * x2 / (root + 1.0))
+            pos = rr > 0
+            r1 = np.where(pos, np.copysign(rr, e), e)
+            d1 = np.where(pos, np.abs(e) / (root * np.where(pos, rr, 1.0)), d1)
+        r = np.concatenate([r1, sw * lam * (sig - self.vm)])
+        jac = np.concatenate([(d1 * sw)[:, None] * jac_sig, (sw * lam)[:, None] * jac_sig], axis=0)
         return r, jac
 
     def bounds(self) -> list[tuple[float, float]]:
@@ -296,6 +353,7 @@ class _SliceProblem:
             self.lam2,
             self.a_hi,
             self.settings.uv_floor,
+            self.hub,
         )
 
     # --- constraints ---------------------------------------------------------------------
@@ -303,7 +361,7 @@ class _SliceProblem:
         """Constraint grid: the slice's scales at ``(m, sigma)`` and its neighbours'."""
         parts = [slice_grid(self.k_lo, self.k_hi, self.theta, m, sigma)]
         for p, _, lo, hi in self.neighbours:
-            pts = p.m + p.sigma * np.sinh(np.linspace(-4.0, 4.0, 25))
+            pts = p.m + p.sigma * _SINH_25
             parts.append(pts[(pts >= lo) & (pts <= hi)])
             if math.isfinite(lo):
                 parts.append(np.array([lo, hi]))
@@ -331,6 +389,20 @@ class _SliceProblem:
         vals = np.concatenate([g - s.g_margin, [wmin], 2.0 - slopes])
         jac = np.concatenate([dg, dwmin[None, :], -dslopes], axis=0)
         return vals, jac
+
+    def calendar_min(self, x: FloatArray, grid: FloatArray) -> float:
+        """Smallest calendar constraint value of :meth:`calendar` (no Jacobian; ``inf``
+        without neighbours)."""
+        a, b, rho, m, sigma = (float(v) for v in x)
+        z = grid - m
+        w = a + b * (rho * z + np.sqrt(z * z + sigma * sigma))
+        out = math.inf
+        for p, sign, lo, hi in self.neighbours:
+            sel = (grid >= lo) & (grid <= hi)
+            if sel.any():
+                d = sign * (w[sel] - p.total_variance(grid[sel])) / self.theta
+                out = min(out, float(np.min(d)))
+        return out
 
     def calendar(self, x: FloatArray, grid: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Calendar constraints against the neighbouring smiles only (values, Jacobian):
@@ -411,43 +483,94 @@ def fit_svi_slice(
         prob.lam2,
         prob.a_hi,
         s.uv_floor,
+        prob.hub,
     )
-    table = _kernels.qe_grid(ms, sigmas, *args)
-    i, j = np.unravel_index(int(np.argmin(table)), table.shape)
+    # the grid only picks the basin: scanned with the squared distance (exact active-set
+    # solves, ~5x cheaper than the pseudo-Huber ones); Nelder-Mead then uses the exact loss
+    table = _kernels.qe_grid(ms, sigmas, *args[:-1], 0.0)
     lo = np.array([prob.m_bounds[0], math.log(prob.sigma_bounds[0])])
     hi = np.array([prob.m_bounds[1], math.log(prob.sigma_bounds[1])])
-    m_opt, ls_opt, _fun, nit, nfev = _kernels.qe_nelder_mead(
-        np.array([ms[i], math.log(sigmas[j])]), lo, hi, *args, s.maxiter, 1e-3, 1e-9
-    )
-    sigma_opt = math.exp(ls_opt)
-    _, a, u, v = prob.qe(m_opt, sigma_opt)
-    qe_params = _raw_from_auv(a, u, v, m_opt, sigma_opt)
-    x0 = np.array([qe_params.a, qe_params.b, qe_params.rho, qe_params.m, qe_params.sigma])
-    iterations, nfev = int(nit), int(nfev)
-    if not prob.neighbours:
-        res = _al_polish(prob, x0, iterations, nfev)
-    else:
-        # first without the calendar constraints (the usual case: they do not bind), then,
-        # if they are violated, under them from that smile and from the neighbour-derived
-        # starts; the best feasible result is kept
-        alone = _SliceProblem(data, s, None, None, k_bounds)
-        res = _al_polish(alone, x0, iterations, nfev)
-        if res is not None:
-            x1 = _x_of_params(res.params)
-            if _feasible(prob, x1)[0]:
-                return res
-            iterations, nfev = res.iterations, res.nfev
-            for x in [x1, *_neighbour_starts(prob)]:
-                res = _al_polish(prob, x, iterations, nfev)
-                if res is not None:
-                    return res
+
+    def outer(cell: int) -> tuple[FloatArray, float, int, int]:
+        """Outer search from grid cell ``cell``: the smile at its optimum, the objective,
+        iterations and evaluations."""
+        ci, cj = np.unravel_index(cell, table.shape)
+        start = np.array([ms[ci], math.log(sigmas[cj])])
+        if s.outer_search == "scipy":
+            m_opt, ls_opt, n_it, n_ev = _scipy_outer(start, lo, hi, args, s.maxiter)
         else:
-            res = _al_polish(prob, x0, iterations, nfev)
-    if res is not None:
-        return res
+            m_opt, ls_opt, _f, n_it, n_ev = _kernels.qe_nelder_mead(
+                start, lo, hi, *args, s.maxiter, 1e-3, 1e-9
+            )
+        sigma_opt = math.exp(ls_opt)
+        fun, a, u, v = prob.qe(m_opt, sigma_opt)
+        p = _raw_from_auv(a, u, v, m_opt, sigma_opt)
+        return np.array([p.a, p.b, p.rho, p.m, p.sigma]), float(fun), int(n_it), int(n_ev)
+
+    cells = np.argsort(table, axis=None)
+    x0, qe_fun, nit, nfev = outer(int(cells[0]))
+    iterations = nit
+    # first without the calendar constraints (the usual case: they do not bind)
+    alone = _SliceProblem(data, s, None, None, k_bounds) if prob.neighbours else prob
+    res = _al_polish(alone, x0, iterations, nfev)
+    # restarts: the polish starts from the quasi-explicit optimum, which may violate the
+    # butterfly constraints; from there it can end in a poor local minimum far from it. Then
+    # the next grid cells' outer optima are polished too and the best feasible fit is kept
+    bad = res is None or res.objective > RESTART_FACTOR * qe_fun + RESTART_FLOOR
+    for cell in cells[1 : 1 + RESTARTS] if bad else []:
+        x_b, _, n_it, n_ev = outer(int(cell))
+        its = res.iterations if res is not None else iterations
+        evs = res.nfev if res is not None else nfev
+        r_b = _al_polish(alone, x_b, its + n_it, evs + n_ev)
+        if r_b is not None and (res is None or r_b.objective < res.objective):
+            res = r_b
+        elif r_b is not None and res is not None:
+            res = replace(res, iterations=r_b.iterations, nfev=r_b.nfev)
+        if res is not None and res.objective <= RESTART_FACTOR * qe_fun + RESTART_FLOOR:
+            break
+    if not prob.neighbours:
+        if res is not None:
+            return res
+    elif res is not None:
+        # then, if the calendar constraints are violated, under them from that smile and
+        # from the neighbour-derived starts
+        x1 = _x_of_params(res.params)
+        # butterfly already checked on the same dense grid: only the calendar is new
+        if _feasible(prob, x1, check_g=False)[0]:
+            return res
+        iterations, nfev = res.iterations, res.nfev
+        for x in [x1, *_neighbour_starts(prob)]:
+            res = _al_polish(prob, x, iterations, nfev)
+            if res is not None:
+                return res
+    else:
+        res = _al_polish(prob, x0, iterations, nfev)
+        if res is not None:
+            return res
     # the compiled solver found no feasible point: SciPy's SLSQP from the same start
-    ok, _ = _feasible(prob, x0)
+    ok = _feasible(prob, x0)[0]
     return _polish(prob, x0, ok and nit < s.maxiter, iterations, nfev)
+
+
+def _scipy_outer(
+    start: FloatArray, lo: FloatArray, hi: FloatArray, args: tuple[Any, ...], maxiter: int
+) -> tuple[float, float, int, int]:
+    """The outer search over ``(m, ln sigma)`` by SciPy's bounded Nelder-Mead
+    (``scipy.optimize.minimize``) on the compiled quasi-explicit objective, same start and
+    tolerances as the compiled search. Returns ``(m, ln sigma, iterations, evaluations)``."""
+    lo0, hi0, lo1, hi1 = float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
+
+    def fun(z: FloatArray) -> float:
+        return float(_kernels._qe_value(float(z[0]), float(z[1]), lo0, hi0, lo1, hi1, *args))
+
+    res = minimize(
+        fun,
+        start,
+        method="Nelder-Mead",
+        bounds=list(zip(lo, hi, strict=True)),
+        options={"maxiter": maxiter, "xatol": 1e-3, "fatol": 1e-9},
+    )
+    return float(res.x[0]), float(res.x[1]), int(res.nit), int(res.nfev)
 
 
 def _x_of_params(p: SviRaw) -> FloatArray:
@@ -477,19 +600,58 @@ def _z_box(prob: _SliceProblem) -> tuple[FloatArray, FloatArray]:
     return lower, upper
 
 
-def _feasible(prob: _SliceProblem, x: FloatArray) -> tuple[bool, FloatArray]:
+def _calendar_rows(
+    prob: _SliceProblem, pts: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Calendar constraint rows ``sc (w(kc) - wc) >= 0`` of the compiled solver at ``pts``.
+
+    A ``lower`` neighbour gives one row per point (``w >= w_lower + margin``); the ceilings
+    (``upper`` and the longer expiries) are merged into one row per point, ``w <= min_j w_j -
+    margin`` over the ceilings whose ``k`` range covers the point (the same feasible set as
+    one row per ceiling and point, with fewer rows)."""
+    margin = CALENDAR_MARGIN * prob.theta
+    kc_parts: list[FloatArray] = []
+    wc_parts: list[FloatArray] = []
+    sc_parts: list[FloatArray] = []
+    ceiling = np.full(pts.size, np.inf)
+    for p, sign, k_lo, k_hi in prob.neighbours:
+        sel = (pts >= k_lo) & (pts <= k_hi)
+        if sign > 0:
+            kc_parts.append(pts[sel])
+            wc_parts.append(p.total_variance(pts[sel]) + margin)
+            sc_parts.append(np.ones(int(sel.sum())))
+        elif sel.any():
+            ceiling[sel] = np.minimum(ceiling[sel], p.total_variance(pts[sel]))
+    top = np.isfinite(ceiling)
+    kc_parts.append(pts[top])
+    wc_parts.append(ceiling[top] - margin)
+    sc_parts.append(-np.ones(int(top.sum())))
+    return (
+        np.ascontiguousarray(np.concatenate(kc_parts), dtype=float),
+        np.ascontiguousarray(np.concatenate(wc_parts), dtype=float),
+        np.ascontiguousarray(np.concatenate(sc_parts), dtype=float),
+    )
+
+
+def _feasible(
+    prob: _SliceProblem, x: FloatArray, check_g: bool = True
+) -> tuple[bool, FloatArray, float]:
     """Constraint check of a candidate: minimum variance and Lee's bound (analytic), ``g >= 0``
-    on the dense check grid with refined minima, the calendar conditions against the
-    neighbours on the constraint grid. Returns ``(ok, new active points for g)``."""
-    dense, g_dense = _g_refined(x, prob.dense_grid(float(x[3]), float(x[4])))
+    on the dense check grid with refined minima (skipped when ``check_g`` is False: already
+    checked), the calendar conditions against the neighbours on the constraint grid. Returns
+    ``(ok, new active points for g, min g on the dense grid)``."""
+    g_min = math.inf
     ok = float(np.min(prob.active_constraints(x, np.empty(0)))) >= -1e-12
-    ok = ok and bool(np.all(g_dense >= 0.0))
+    if check_g:
+        dense, g_dense = _g_refined(x, prob.dense_grid(float(x[3]), float(x[4])))
+        g_min = float(np.min(g_dense))
+        ok = ok and g_min >= 0.0
     if ok and prob.neighbours:
-        ok = float(np.min(prob.calendar(x, prob.grid(float(x[3]), float(x[4])))[0])) >= -1e-9
-    if ok:
-        return True, np.empty(0)
+        ok = prob.calendar_min(x, prob.grid(float(x[3]), float(x[4]))) >= -1e-9
+    if ok or not check_g:
+        return ok, np.empty(0), g_min
     order = np.argsort(dense)
-    return False, _active_points(g_dense[order], dense[order], prob.settings.g_margin)
+    return False, _active_points(g_dense[order], dense[order], prob.settings.g_margin), g_min
 
 
 def _al_polish(
@@ -514,18 +676,7 @@ def _al_polish(
         upper,
     )
     kg = prob.grid(m, sigma)
-    kc_parts: list[FloatArray] = []
-    wc_parts: list[FloatArray] = []
-    sc_parts: list[FloatArray] = []
-    for p, sign, k_lo, k_hi in prob.neighbours:
-        kc = np.unique(np.concatenate([kg, prob.k]))
-        kc = kc[(kc >= k_lo) & (kc <= k_hi)]
-        kc_parts.append(kc)
-        wc_parts.append(p.total_variance(kc) + sign * CALENDAR_MARGIN * prob.theta)
-        sc_parts.append(np.full(kc.size, sign))
-    kc = np.ascontiguousarray(np.concatenate(kc_parts)) if kc_parts else np.empty(0)
-    wc = np.ascontiguousarray(np.concatenate(wc_parts)) if wc_parts else np.empty(0)
-    sc = np.ascontiguousarray(np.concatenate(sc_parts)) if sc_parts else np.empty(0)
+    kc, wc, sc = _calendar_rows(prob, np.unique(np.concatenate([kg, prob.k])))
     sw = np.sqrt(prob.weight2)
     lam = math.sqrt(prob.lam2)
     mult = np.zeros(kg.size + 1 + kc.size)
@@ -534,19 +685,15 @@ def _al_polish(
         z, _f, _viol, mult, n_outer, n_inner, conv = _kernels.al_lm_fit(
             z0, lower, upper, prob.k, prob.data.t, prob.vb, prob.va, prob.vm, sw, lam,
             np.ascontiguousarray(kg), s.g_margin, kc, wc, sc, prob.theta, s.w_floor, mult,
-            AL_MAX_OUTER, AL_MAX_INNER,
+            AL_MAX_OUTER, AL_MAX_INNER, prob.hub,
         )  # fmt: skip
         iterations += int(n_inner)
         nfev += 2 * int(n_inner)
         outer_total += int(n_outer)
         x = _x_of_z(z)
-        ok, new_pts = _feasible(prob, x)
+        ok, new_pts, g_min = _feasible(prob, x)
         if ok:
-            dense = prob.dense_grid(float(x[3]), float(x[4]))
-            cmin = min(
-                float(np.min(prob.active_constraints(x, np.empty(0)))),
-                float(np.min(_g_refined(x, dense)[1])),
-            )
+            cmin = min(float(np.min(prob.active_constraints(x, np.empty(0)))), g_min)
             return SliceFitResult(
                 params=SviRaw(*(float(v) for v in x)),
                 objective=prob.loss(x),
@@ -566,14 +713,13 @@ def _al_polish(
             new_pts = grid_now
         n_g = kg.size
         kg = np.concatenate([kg, new_pts])
-        parts = [mult[:n_g], np.zeros(new_pts.size), mult[n_g:]]
-        for p, sign, k_lo, k_hi in prob.neighbours:
-            pts = grid_now[(grid_now >= k_lo) & (grid_now <= k_hi)]
-            kc = np.concatenate([kc, pts])
-            wc = np.concatenate([wc, p.total_variance(pts) + sign * CALENDAR_MARGIN * prob.theta])
-            sc = np.concatenate([sc, np.full(pts.size, sign)])
-            parts.append(np.zeros(pts.size))
-        mult = np.concatenate(parts)
+        kc_new, wc_new, sc_new = _calendar_rows(prob, grid_now)
+        kc = np.concatenate([kc, kc_new])
+        wc = np.concatenate([wc, wc_new])
+        sc = np.concatenate([sc, sc_new])
+        mult = np.concatenate(
+            [mult[:n_g], np.zeros(new_pts.size), mult[n_g:], np.zeros(kc_new.size)]
+        )
         z0 = z
     return None
 
