@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -34,6 +35,7 @@ import pandas as pd
 
 import volcal
 from volcal.risk import (
+    MarkSurface,
     Positions,
     SmileDynamics,
     VolShock,
@@ -43,12 +45,15 @@ from volcal.risk import (
     revalue,
 )
 from volcal.risk.backtest import (
+    FHS_METHODS,
     SCALED_METHODS,
     BacktestResult,
     apply_confidence_scale,
+    apply_fhs_scale,
     backtest_margin,
     random_books,
     standard_books,
+    svi_surface,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,21 +149,68 @@ def _numpy_revalue(
     return black_usd(f1, k[None, :], np.maximum(t - grid.dt, 0.0)[None, :], vol, call[None, :])  # type: ignore[attr-defined]
 
 
-def backtest(currencies: list[str], n_random: int, n_calib: int, step: str, out: Path) -> None:
+class SviCache:
+    """The calibrated SVI surface of each snapshot (``volcal.fit_svi(chain).surface``), fitted
+    once and pickled under ``out/svi_cache`` so that reruns and every method share it."""
+
+    def __init__(self, root: Path, currency: str) -> None:
+        self.root = root / "svi_cache"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.currency = currency
+        self.fits = 0
+        self.cpu = 0.0
+
+    def __call__(self, chain: object) -> object:
+        stamp = pd.Timestamp(chain.as_of).strftime("%Y%m%dT%H%M%S")  # type: ignore[attr-defined]
+        path = self.root / f"{self.currency}_{stamp}.pkl"
+        if path.exists():
+            with path.open("rb") as fh:
+                return pickle.load(fh)
+        c0 = time.process_time()
+        surface = svi_surface(chain)
+        self.cpu += time.process_time() - c0
+        self.fits += 1
+        with path.open("wb") as fh:
+            pickle.dump(surface, fh)
+        return surface
+
+
+def backtest(
+    currencies: list[str],
+    n_random: int,
+    n_calib: int,
+    step: str,
+    out: Path,
+    compare_marks: bool = True,
+    max_snapshots: int | None = None,
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for cur in currencies:
         t0, c0 = time.perf_counter(), time.process_time()
         chains = volcal.load_snapshot(PARQUET, cur)
         assert isinstance(chains, list)
+        if max_snapshots:
+            chains = chains[:max_snapshots]
         st = history_stats(chains)
         books = standard_books() | random_books(n_random, seed=1)
         calib = random_books(n_calib, seed=2) if n_calib else None
-        res = backtest_margin(chains, books, stats=st, step=step, calibration_books=calib)
+        cache = SviCache(out, cur)
+        res = backtest_margin(
+            chains,
+            books,
+            stats=st,
+            step=step,
+            calibration_books=calib,
+            surface=cache,  # type: ignore[arg-type]
+            compare_surface=MarkSurface.from_chain if compare_marks else None,
+        )
         rec = res.records.assign(currency=cur)
         rec.to_csv(out / f"records_{cur}.csv", index=False)
         res.calibration_records.assign(currency=cur).to_csv(
             out / f"calibration_{cur}.csv", index=False
         )
+        res.fhs_scales.assign(currency=cur).to_csv(out / f"scales_{cur}.csv", index=False)
+        print(f"{cur}: {cache.fits} SVI fits, {cache.cpu:.0f} s CPU", flush=True)
         print(
             f"{cur}: {rec['as_of'].nunique()} days, {rec['book'].nunique()} test books, "
             f"{n_calib} calibration books, {len(rec)} records, "
@@ -168,9 +220,22 @@ def backtest(currencies: list[str], n_random: int, n_calib: int, step: str, out:
     report(out)
 
 
-def _load(out: Path, prefix: str) -> pd.DataFrame:
+def _ratios(summ: pd.DataFrame, piv: pd.DataFrame) -> pd.DataFrame:
+    """Average-margin ratios of each method to the reference grid, flat-vol (conformal and
+    FHS-scaled) and standard margins over the same book-days."""
+    summ = summ.copy()
+    summ["vs_reference"] = summ["method"].map(lambda m: piv[m].mean() / piv["reference_pm"].mean())
+    for other in ("flat", "flat_fhs", "standard"):
+        if other in piv.columns:
+            summ[f"vs_{other}"] = summ["method"].map(
+                lambda m, o=other: piv[m].mean() / piv[o].mean()
+            )
+    return summ
+
+
+def _load(out: Path, prefix: str, dates: tuple[str, ...] = ("as_of", "loss_end")) -> pd.DataFrame:
     frames = [
-        pd.read_csv(f, parse_dates=["as_of", "loss_end"])
+        pd.read_csv(f, parse_dates=list(dates))
         for f in sorted(out.glob(f"{prefix}_*.csv"))
         if f.stat().st_size > 1
     ]
@@ -178,6 +243,13 @@ def _load(out: Path, prefix: str) -> pd.DataFrame:
 
 
 def report(out: Path) -> None:
+    records, scales = build_records(out)
+    _print_report(records, scales)
+
+
+def build_records(out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """All methods' records (the scaled ones recomputed from the unscaled) and the FHS
+    scales of a backtest output folder."""
     raw = _load(out, "records")
     if raw.empty:
         sys.exit(f"no records in {out}")
@@ -186,15 +258,32 @@ def report(out: Path) -> None:
     # report follows apply_confidence_scale's current defaults): calibrated on the separate
     # calibration books, on the test books' own past, and (diagnostic) without the 30-day
     # minimum history of scores
-    raw = raw[~raw["method"].isin(list(SCALED_METHODS))]
+    scales = _load(out, "scales", dates=("as_of",))
+    derived = set(SCALED_METHODS) | set(FHS_METHODS) | {"skew_compare"}
+    raw = raw[~raw["method"].isin(list(derived))]
+    conformal = dict(SCALED_METHODS)
+    if (raw["method"] == "skew_compare_raw").any():
+        conformal["skew_compare"] = "skew_compare_raw"
     scaled = []
     for cur, g in raw.groupby("currency"):
         c = cal[cal["currency"] == cur] if not cal.empty else None
-        for name, base in SCALED_METHODS.items():
+        for name, base in conformal.items():
             if c is not None and len(c):
                 scaled.append(apply_confidence_scale(g, base, name, 0.99, c))
             scaled.append(apply_confidence_scale(g, base, f"{name}_ownpast", 0.99))
         scaled.append(apply_confidence_scale(g, "skew_raw", "skew_ownpast_min0d", 0.99, None, 0.0))
+        # FHS: the scale of each model on the calibration books, and on the test books of
+        # the same instant (positions known at the instant; no realised loss is used)
+        sc = scales[scales["currency"] == cur] if not scales.empty else scales
+        if len(sc):
+            for name, (base, model) in FHS_METHODS.items():
+                if (g["method"] == base).any():
+                    scaled.append(apply_fhs_scale(g, base, name, sc, model, "calibration"))
+                    scaled.append(apply_fhs_scale(g, base, f"{name}_testpool", sc, model, "test"))
+            # the flat-vol margin at the skew model's FHS scale (equal scale)
+            scaled.append(
+                apply_fhs_scale(g, "flat_raw", "flat_at_skew_fhs_scale", sc, "skew", "calibration")
+            )
         # the flat-vol margin at the skew method's scale (same parameters, same multiplier)
         sk = apply_confidence_scale(
             g, "skew_raw", "x", 0.99, c if c is not None and len(c) else None
@@ -206,6 +295,10 @@ def report(out: Path) -> None:
         scaled.append(fl.assign(method="flat_at_skew_scale"))
     records = pd.concat([raw, *scaled], ignore_index=True)
     records["group"] = np.where(records["book"].str.startswith("random"), "random", "standard")
+    return records, scales
+
+
+def _print_report(records: pd.DataFrame, scales: pd.DataFrame) -> None:
     res = BacktestResult(records, 0.99)
     pd.set_option("display.width", 220)
     pd.set_option("display.max_columns", 20)
@@ -214,29 +307,54 @@ def report(out: Path) -> None:
     piv = records.pivot_table(
         index=["currency", "as_of", "book"], columns="method", values="margin_coin"
     )
-    ref = piv["reference_pm"].mean()
-    summ = res.summary(("method",))
-    summ["vs_reference"] = summ["method"].map(lambda m: piv[m].mean() / ref)
-    for other in ("flat", "standard"):
-        summ[f"vs_{other}"] = summ["method"].map(lambda m, o=other: piv[m].mean() / piv[o].mean())
+    summ = _ratios(res.summary(("method",)), piv)
     print("\nAll books, by method (margin ratios: mean margin over the same book-days)")
     print(summ.to_string(index=False))
+    # from the first instant at which the conformal scale is calibrated in every currency
+    first = (
+        records[(records["method"] == "skew") & (records["scale"] != 1.0)]
+        .groupby("currency")["as_of"]
+        .min()
+    )
+    if len(first) == records["currency"].nunique():
+        since = first.max()
+        late = records[records["as_of"] >= since]
+        piv_l = late.pivot_table(
+            index=["currency", "as_of", "book"], columns="method", values="margin_coin"
+        )
+        print(f"\nFrom {since} (conformal scale calibrated in every currency)")
+        print(
+            _ratios(BacktestResult(late, 0.99).summary(("method",)), piv_l).to_string(index=False)
+        )
+    if not scales.empty:
+        print("\nFHS scales by currency, model and pool (per instant):")
+        print(
+            scales.groupby(["currency", "model", "pool"])["scale"]
+            .agg(["min", "median", "mean", "max"])
+            .to_string()
+        )
+        print(
+            "FHS scenarios per instant:",
+            scales["n_scenarios"].min(),
+            "..",
+            scales["n_scenarios"].max(),
+        )
     print("\nBy currency, by method")
     print(res.summary(("currency", "method")).to_string(index=False))
     print("\nBy group (standard / random books), by method")
     print(res.summary(("group", "method")).to_string(index=False))
     sel = records["method"].isin(
-        ["skew", "skew_ownpast", "skew_raw", "flat", "standard", "reference_pm"]
+        ["skew", "skew_fhs", "skew_raw", "flat", "flat_fhs", "standard", "reference_pm"]
     )
     std = BacktestResult(records[(records["group"] == "standard") & sel], 0.99)
     print("\nStandard books, by book")
     print(std.summary(("book", "method")).to_string(index=False))
-    for m in ("skew", "skew_ownpast", "skew_ownpast_min0d"):
-        sc = records[records["method"] == m].groupby(["currency", "as_of"])["scale"].first()
-        if len(sc):
+    for m in ("skew", "skew_ownpast", "skew_ownpast_min0d", "skew_fhs", "flat_fhs"):
+        per = records[records["method"] == m].groupby(["currency", "as_of"])["scale"].first()
+        if len(per):
             print(f"\nconfidence scale of {m} by currency (per instant):")
-            print(sc.groupby(level=0).agg(["min", "median", "mean", "max"]).to_string())
-    ex = records[records["method"].isin(["skew", "skew_ownpast", "skew_ownpast_min0d"])]
+            print(per.groupby(level=0).agg(["min", "median", "mean", "max"]).to_string())
+    ex = records[records["method"].isin(["skew", "skew_fhs", "flat_fhs", "skew_ownpast_min0d"])]
     ex = ex[ex["exceed"]].assign(day=lambda d: d["as_of"].dt.strftime("%Y-%m-%d"))
     ex = ex.groupby(["method", "currency", "day"]).size().rename("exceedances").reset_index()
     print("\nexceedances by day:")
@@ -257,6 +375,7 @@ def _figure(records: pd.DataFrame) -> None:
     loss = r[r["method"] == "skew"].set_index("as_of")["loss_coin"]
     ax.bar(loss.index, loss.to_numpy(), width=0.8, color="grey", label="realised 1-day loss")
     styles = {
+        "skew_fhs": "C5",
         "skew": "C0",
         "skew_raw": "C4",
         "flat": "C2",
@@ -286,6 +405,8 @@ def main() -> None:
     ap.add_argument("--calibration-random", type=int, default=20)
     ap.add_argument("--step", default="1D")
     ap.add_argument("--out", type=Path, default=Path("/tmp/margin_backtest"))
+    ap.add_argument("--no-compare-marks", action="store_true", help="skip the MarkSurface row")
+    ap.add_argument("--max-snapshots", type=int, default=None, help="first N snapshots only")
     a = ap.parse_args()
     if not PARQUET.exists():
         sys.exit(f"shared data not found: {PARQUET}")
@@ -294,7 +415,15 @@ def main() -> None:
     elif a.what == "report":
         report(a.out)
     else:
-        backtest(a.currency, a.random, a.calibration_random, a.step, a.out)
+        backtest(
+            a.currency,
+            a.random,
+            a.calibration_random,
+            a.step,
+            a.out,
+            not a.no_compare_marks,
+            a.max_snapshots,
+        )
 
 
 if __name__ == "__main__":

@@ -276,9 +276,34 @@ def test_margin_step_records_the_parameters(
     assert got.detail.startswith("params: calibrated on")
     m = got.metrics.set_index("metric")["value"]
     assert m["params_calibrated"] == 1.0 and m["params_price_range"] < 0.16
+    # the FHS confidence scale from the same history: the 99 % quantile of the book's
+    # simulated (loss - liquidity) / risk, applied to the risk part of the margin
+    from volcal.jobs import _margin_calibration
+    from volcal.risk import SmileDynamics, margin, resolve_positions
+    from volcal.risk.fhs import historical_scenarios, scenario_losses
+
+    params, _, stats = _margin_calibration(MarginSettings(), today, store=store)
+    surface = model.fit.surface
+    rep = margin(book, surface, today, params, reference=False)
+    sim = scenario_losses(
+        resolve_positions(book, today),
+        surface,
+        historical_scenarios(stats, "1D", ssr=params.ssr),
+        SmileDynamics(params.ssr),
+    )
+    score = np.sort(
+        (sim - rep.components["liquidity_addon"]["coin"]) / rep.components["risk"]["coin"]
+    )
+    c = score[int(np.ceil(0.99 * score.size)) - 1]
+    assert m["params_confidence_scale"] == pytest.approx(c, rel=1e-9)
+    assert 0.05 < c < 5 and "confidence scale" in got.detail and "FHS" in got.detail
+    assert m["initial_margin_usd"] == pytest.approx(
+        c * m["risk_usd"] + m["liquidity_addon_usd"], rel=1e-9
+    )
     plain = margin_step(today, [model], {"book": book}, MarginSettings())[0]
     assert plain.detail.startswith("params: reference grid")
     assert plain.metrics.set_index("metric")["value"]["params_price_range"] == 0.16
+    assert plain.metrics.set_index("metric")["value"]["params_confidence_scale"] == 1.0
     # the calibrated range is smaller: so is the margin of the short strangle
     im = plain.metrics.set_index("metric")["value"]["initial_margin_usd"]
     assert m["initial_margin_usd"] < im

@@ -1171,7 +1171,21 @@ def _margin_params(
     store: str | Path | None = None,
     snapshot: str | Path | None = None,
 ) -> tuple[Any, str]:
-    """Margin parameters for one chain and where they come from (the origin string).
+    """Margin parameters for one chain and where they come from (the origin string); see
+    :func:`_margin_calibration` (which also returns the history statistics)."""
+    params, origin, _ = _margin_calibration(settings, chain, store=store, snapshot=snapshot)
+    return params, origin
+
+
+def _margin_calibration(
+    settings: MarginSettings,
+    chain: OptionChain | None = None,
+    *,
+    store: str | Path | None = None,
+    snapshot: str | Path | None = None,
+) -> tuple[Any, str, Any]:
+    """Margin parameters for one chain, where they come from (the origin string) and the
+    history statistics they were calibrated on (None for the reference grid).
 
     Calibrated (:func:`volcal.risk.calibrate_margin_params` at the configured confidence and
     horizon) on the history before the chain plus the chain itself, when that history spans
@@ -1195,7 +1209,8 @@ def _margin_params(
     Returns
     -------
     tuple
-        ``(MarginParams, origin)``; the origin starts with ``calibrated`` or ``reference grid``.
+        ``(MarginParams, origin, HistoryStats or None)``; the origin starts with
+        ``calibrated`` or ``reference grid``.
     """
     from volcal.risk import (
         calibrate_margin_params,
@@ -1204,11 +1219,11 @@ def _margin_params(
         history_stats_from_quotes,
     )
 
-    def fallback(why: str) -> tuple[Any, str]:
+    def fallback(why: str) -> tuple[Any, str, Any]:
         params = replace(
             deribit_pm_params(horizon_days=settings.horizon_days), confidence=settings.confidence
         )
-        return params, f"reference grid deribit_pm_params, not calibrated: {why}"
+        return params, f"reference grid deribit_pm_params, not calibrated: {why}", None
 
     if chain is None:
         return fallback("no chain")
@@ -1263,8 +1278,55 @@ def _margin_params(
             f"R {params.price_range:.1%}, vol shock up/down at 30 d "
             f"{params.vol_shock.up_30d:.1%}/{params.vol_shock.down_30d:.1%}, SSR {params.ssr:.2f}"
         )
-        return params, origin
+        return params, origin, stats
     return fallback("; ".join(reasons))
+
+
+def _fhs_scaled_params(
+    params: Any,
+    stats: Any,
+    books: Mapping[str, pd.DataFrame],
+    surface: Any,
+    chain: OptionChain,
+    settings: MarginSettings,
+) -> tuple[Any, str]:
+    """The calibrated parameters with the FHS confidence scale (:mod:`volcal.risk.fhs`) of
+    the books margined on this chain (their pooled simulated losses under the EWMA-rescaled
+    historical scenarios of ``stats``, today's surface, the SSR dynamic), and a note. The
+    parameters unchanged (scale 1) and the reason when no scale can be computed."""
+    from volcal.risk import SmileDynamics, margin, resolve_positions
+    from volcal.risk.fhs import fhs_confidence_scale, historical_scenarios, scenario_losses
+
+    try:
+        scen = historical_scenarios(stats, pd.Timedelta(days=settings.horizon_days), ssr=params.ssr)
+    except ValueError as exc:
+        return params, f"confidence scale 1 (no FHS scenarios: {exc})"
+    dyn = SmileDynamics(params.ssr, source="params.ssr")
+    losses, risks, liqs = [], [], []
+    for pos in books.values():
+        try:
+            resolved = resolve_positions(pos, chain)
+            rep = margin(resolved, surface, chain, params, reference=False)
+            unit = "coin" if resolved.account_currency == "coin" else "usd"
+            losses.append(scenario_losses(resolved, surface, scen, dyn))
+        except Exception:  # the book's own margin reports its error
+            continue
+        risks.append(float(rep.components["risk"][unit]))
+        liqs.append(float(rep.components["liquidity_addon"][unit]))
+    c = fhs_confidence_scale(losses, risks, liqs, settings.confidence)
+    if not np.isfinite(c):
+        return params, "confidence scale 1 (no book with a positive risk margin)"
+    how = (
+        f"FHS: {settings.confidence:g} quantile of (loss - liquidity) / risk over {len(risks)} "
+        f"book(s) x {len(scen)} EWMA-rescaled historical {settings.horizon_days:g}-day scenarios"
+    )
+    scaled = replace(
+        params,
+        confidence_scale=float(c),
+        sources={**params.sources, "confidence_scale": how},
+        diagnostics={**params.diagnostics, "fhs_scenarios": len(scen), "fhs_books": len(risks)},
+    )
+    return scaled, f"confidence scale {c:.3f} ({how})"
 
 
 def _margin_metrics(report: Any) -> pd.DataFrame:
@@ -1301,6 +1363,7 @@ def _params_metrics(params: Any, calibrated: bool) -> pd.DataFrame:
         ("params_vol_shock_up_30d", float(params.vol_shock.up_30d), "relative"),
         ("params_vol_shock_down_30d", float(params.vol_shock.down_30d), "relative"),
         ("params_ssr", float(params.ssr), ""),
+        ("params_confidence_scale", float(getattr(params, "confidence_scale", 1.0)), ""),
     ]
     return pd.DataFrame(rows, columns=["metric", "value", "unit"])
 
@@ -1321,7 +1384,10 @@ def margin_step(
     calibrated once per chain from the history in ``store`` or ``snapshot`` when it is long
     enough (:func:`_margin_params`), else the reference grid; each result's ``detail`` says
     which and why, and its metrics carry ``params_calibrated`` (1/0), ``params_price_range``,
-    ``params_vol_shock_up_30d``, ``params_vol_shock_down_30d`` and ``params_ssr``.
+    ``params_vol_shock_up_30d``, ``params_vol_shock_down_30d``, ``params_ssr`` and
+    ``params_confidence_scale``. Calibrated parameters get the FHS confidence scale of the
+    books margined on the chain (:func:`_fhs_scaled_params`, from the same history); the
+    reference grid keeps scale 1.
     """
     prefix = f"{chain.underlying}-"
     books = {
@@ -1336,11 +1402,19 @@ def margin_step(
     fitted = [m for m in models if m.status in ("ok", "warning") and _surface_of(m.fit) is not None]
     params: Any = None
     origin = ""
+    calibrated = False
     if fitted:
         with _captured():
-            params, origin = _margin_params(settings, chain, store=store, snapshot=snapshot)
+            params, origin, stats = _margin_calibration(
+                settings, chain, store=store, snapshot=snapshot
+            )
+            calibrated = origin.startswith("calibrated")
+            if calibrated:
+                params, note = _fhs_scaled_params(
+                    params, stats, books, _surface_of(fitted[0].fit), chain, settings
+                )
+                origin += f"; {note}"
         log.info("%s %s margin parameters: %s", chain.exchange, chain.underlying, origin)
-    calibrated = origin.startswith("calibrated")
     out = []
     for name, pos in books.items():
         is_std = name in standard

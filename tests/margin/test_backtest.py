@@ -54,8 +54,19 @@ def test_short_backtest_on_deribit(btc_chains) -> None:  # type: ignore[no-untyp
         "flat_exchange_ext",
         "standard",
         "reference_pm",
+        "skew_fhs",
+        "flat_fhs",
     }
     assert set(rec["method"]) == methods
+    # the default surface is the calibrated SVI fit; FHS scales on the test books' pool
+    assert set(rec["surface"]) == {"SviSurface"}
+    sc = res.fhs_scales
+    assert set(sc["model"]) == {"skew", "flat"} and set(sc["pool"]) == {"test"}
+    assert sc["scale"].between(0.05, 5).all() and (sc["n_books"] == 2).all()
+    fhs = rec[rec["method"] == "skew_fhs"].merge(sc[sc["model"] == "skew"], on="as_of")
+    np.testing.assert_allclose(
+        fhs["margin_coin"], fhs["scale_y"] * fhs["risk_coin"] + fhs["liquidity_coin"], rtol=1e-12
+    )
     assert rec.groupby(["as_of", "book"]).size().eq(len(methods)).all()
     piv = rec.pivot_table(index=["as_of", "book"], columns="method", values="margin_coin")
     # dropping scenarios can only lower the margin; R/|m| >= (R/|m|)^2 for |m| > R

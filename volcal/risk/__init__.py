@@ -11,6 +11,12 @@ from volcal.risk.backtest import (
     kupiec_pof,
 )
 from volcal.risk.dynamics import SmileDynamics
+from volcal.risk.fhs import (
+    HistoricalScenarios,
+    fhs_confidence_scale,
+    historical_scenarios,
+    scenario_losses,
+)
 from volcal.risk.greeks import GREEK_COLUMNS, position_greeks
 from volcal.risk.history import (
     NODES_DAYS,
@@ -54,6 +60,7 @@ __all__ = [
     "POSITION_COLUMNS",
     "VEGA_BUCKETS_DAYS",
     "BacktestResult",
+    "HistoricalScenarios",
     "HistoryStats",
     "HullWhiteDelta",
     "MarginParams",
@@ -71,8 +78,10 @@ __all__ = [
     "calibrate_margin_params",
     "confidence_scale",
     "deribit_pm_params",
+    "fhs_confidence_scale",
     "fit_hull_white_delta",
     "hill_tail",
+    "historical_scenarios",
     "history_stats",
     "history_stats_from_quotes",
     "hull_white_from_chains",
@@ -82,6 +91,7 @@ __all__ = [
     "position_greeks",
     "resolve_positions",
     "revalue",
+    "scenario_losses",
     "smile_derivatives",
     "span_grid",
     "standard_margin",

@@ -28,6 +28,7 @@ import pandas as pd
 from scipy.stats import chi2, norm
 
 from volcal.risk.dynamics import SmileDynamics
+from volcal.risk.fhs import fhs_confidence_scale, historical_scenarios, scenario_losses
 from volcal.risk.history import HistoryStats, history_stats
 from volcal.risk.params import MarginParams, calibrate_margin_params, confidence_scale
 from volcal.risk.positions import INVERSE_FUTURE_FACE_USD, Positions, resolve_positions
@@ -35,13 +36,16 @@ from volcal.risk.report import margin
 from volcal.risk.surfaces import MarginSurface, MarkSurface
 
 __all__ = [
+    "FHS_METHODS",
     "BacktestResult",
     "BookRule",
     "apply_confidence_scale",
+    "apply_fhs_scale",
     "backtest_margin",
     "kupiec_pof",
     "random_books",
     "standard_books",
+    "svi_surface",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -239,11 +243,17 @@ class BacktestResult:
     calibration_records:
         Records of the calibration-only books (``calibration_books`` of
         :func:`backtest_margin`), empty when the books calibrate themselves.
+    fhs_scales:
+        One row per (instant, model, pool): the FHS confidence scale
+        (:func:`~volcal.risk.fhs.fhs_confidence_scale`) of the ``model`` (``"skew"``,
+        ``"flat"``, ``"skew_compare"``) on the books of ``pool`` (``"calibration"`` or
+        ``"test"``), with ``n_books`` and ``n_scenarios``.
     """
 
     records: pd.DataFrame
     confidence: float
     calibration_records: pd.DataFrame = field(default_factory=pd.DataFrame)
+    fhs_scales: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self, by: Sequence[str] = ("method",)) -> pd.DataFrame:
         """Per group: ``n``, ``exceedances``, ``coverage``, Kupiec ``lr`` and ``p_value``,
@@ -397,6 +407,48 @@ def apply_confidence_scale(
     return out
 
 
+FHS_METHODS: dict[str, tuple[str, str]] = {
+    "skew_fhs": ("skew_raw", "skew"),
+    "flat_fhs": ("flat_raw", "flat"),
+    "skew_compare_fhs": ("skew_compare_raw", "skew_compare"),
+}
+"""FHS-scaled method -> (the unscaled method, the model of its scale in ``fhs_scales``)."""
+
+
+def apply_fhs_scale(
+    records: pd.DataFrame, base: str, name: str, scales: pd.DataFrame, model: str, pool: str
+) -> pd.DataFrame:
+    """Records of method ``name``: method ``base``'s margins with the risk part times the FHS
+    scale of ``model`` on ``pool`` at each instant (``fhs_scales`` of
+    :class:`BacktestResult`; 1 where there is none, e.g. too short a history).
+
+    The scale at an instant uses only statistics of snapshots strictly before it and the
+    positions and surface of the instant (see :mod:`volcal.risk.fhs`).
+    """
+    out = records[records["method"] == base].copy()
+    sel = scales[(scales["model"] == model) & (scales["pool"] == pool)]
+    by_time = sel.set_index("as_of")["scale"]
+    scale = out["as_of"].map(by_time).astype(float)
+    out["scale"] = scale.where(np.isfinite(scale) & (scale > 0), 1.0)
+    out["method"] = name
+    out["margin_coin"] = out["scale"] * out["risk_coin"] + out["liquidity_coin"]
+    out["exceed"] = out["loss_coin"] > out["margin_coin"]
+    return out
+
+
+def svi_surface(chain: Any) -> MarginSurface:
+    """The calibrated raw-SVI surface of a chain (``volcal.fit_svi(chain).surface``), the
+    backtest's default surface; the fit's warnings are silenced (they are kept on the fit)."""
+    import warnings
+
+    from volcal.svi import fit_svi
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        surface: MarginSurface = fit_svi(chain).surface
+    return surface
+
+
 def _realised_loss(book: pd.DataFrame | Positions, chain0: Any, chain1: Any) -> float:
     """Coin loss of the book from chain0's to chain1's marks (NaN if an option is missing)."""
     pos = book if isinstance(book, Positions) else resolve_positions(book, chain0)
@@ -429,11 +481,13 @@ def backtest_margin(
     currency: str | None = None,
     step: str | pd.Timedelta = "1D",
     warmup: str | pd.Timedelta = "21D",
-    surface: Callable[[Any], MarginSurface] = MarkSurface.from_chain,
+    surface: Callable[[Any], MarginSurface] = svi_surface,
     flat_surface: Callable[[Any], MarginSurface] | None = None,
+    compare_surface: Callable[[Any], MarginSurface] | None = None,
     confidence: float = 0.99,
     stats: HistoryStats | None = None,
     calibration_books: Mapping[str, BookRule | pd.DataFrame] | None = None,
+    fhs: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> BacktestResult:
     """Backtest margin on a history of chains.
@@ -454,9 +508,15 @@ def backtest_margin(
     step, warmup:
         Spacing of evaluation instants and the data kept for the first calibration.
     surface:
-        Builds the surface from a chain (default: interpolated marks).
+        Builds the surface from a chain (default: the calibrated SVI surface,
+        :func:`svi_surface`; a chain whose fit raises is margined on its marks,
+        :class:`~volcal.risk.surfaces.MarkSurface`, and the record's ``surface`` says so).
     flat_surface:
         Builds the flat-vol surface of the ``flat`` method (default: ATM marks, no skew).
+    compare_surface:
+        A second surface for the skew-aware margin (e.g. ``MarkSurface.from_chain``): adds
+        ``skew_compare_raw`` and its scaled versions ``skew_compare`` (conformal) and
+        ``skew_compare_fhs``.
     confidence:
         Claimed coverage (Kupiec's null) and target of the confidence scale.
     stats:
@@ -465,6 +525,9 @@ def backtest_margin(
         Books whose past realised losses calibrate the confidence scale (margined like the
         others, kept in ``calibration_records``); default: ``portfolios`` themselves (their
         own past).
+    fhs:
+        Also compute the FHS confidence scales (:mod:`volcal.risk.fhs`) and the ``*_fhs``
+        methods.
     progress:
         Called with a line of text per evaluation instant.
 
@@ -482,6 +545,10 @@ def backtest_margin(
           version; ``skew_ext_sq``: weighted ``(R/|m|)**2``; ``skew_no_ext``: without them;
         * ``flat_raw`` (the same parameters on a flat smile, sticky strike), ``flat`` its
           own confidence-scaled version, ``flat_exchange_ext`` with ``R/|m|``;
+        * ``skew_fhs`` and ``flat_fhs``: ``skew_raw`` and ``flat_raw`` times the FHS scale of
+          their own model (skew: the surface, SSR dynamic, vol changes net of it; flat: the
+          flat smile, sticky strike, whole ATM vol changes) on the calibration books (the
+          test books when there are none) at the instant (``fhs_scales``);
         * ``standard`` (Deribit standard initial margin), ``reference_pm`` (the grid with the
           exchange's parameters, issue 6).
     """
@@ -514,6 +581,7 @@ def backtest_margin(
     times = pd.DatetimeIndex([c.as_of for c in chains])
     start = times[0] + pd.Timedelta(warmup)
     records: list[dict[str, Any]] = []
+    scale_rows: list[dict[str, Any]] = []
     next_time = start
     for i, ch in enumerate(chains):
         if times[i] < next_time:
@@ -522,8 +590,27 @@ def backtest_margin(
         if j >= len(chains) or times[j] - times[i] > 1.5 * hz:
             continue
         next_time = times[i] + pd.Timedelta(step)
-        params = calib(st.before(times[i]))
-        surf, fsurf = surface(ch), flat(ch)
+        past = st.before(times[i])
+        params = calib(past)
+        try:
+            surf = surface(ch)
+            surf_name = type(surf).__name__
+        except Exception as exc:  # a failed fit: margin on the marks, say so in the records
+            surf = MarkSurface.from_chain(ch)
+            surf_name = f"MarkSurface (fallback: {type(exc).__name__})"
+        fsurf = flat(ch)
+        csurf = compare_surface(ch) if compare_surface is not None else None
+        dyn = SmileDynamics(params.ssr, source="params.ssr")
+        sticky = SmileDynamics.sticky_strike()
+        scen: dict[str, Any] = {}
+        if fhs:
+            try:
+                scen["skew"] = historical_scenarios(past, hz, ssr=params.ssr)
+                scen["flat"] = historical_scenarios(past, hz, ssr=None)
+                scen["skew_compare"] = scen["skew"]
+            except ValueError:
+                scen = {}
+        pools: dict[tuple[str, str], list[tuple[FloatArray, float, float]]] = {}
         R = float(params.price_range)
 
         def exchange(m: FloatArray, R: float = R) -> FloatArray:
@@ -548,8 +635,27 @@ def backtest_margin(
             horizon_days = (times[j] - times[i]) / pd.Timedelta(days=1)
             liq = float(rep.components["liquidity_addon"]["coin"])
             liq_f = float(rep_flat.components["liquidity_addon"]["coin"])
-            rows: list[tuple[str, float, float]] = [
-                ("skew_raw", float(rep.components["risk"]["coin"]), liq),
+            risk_s = float(rep.components["risk"]["coin"])
+            risk_f = float(rep_flat.components["risk"]["coin"])
+            pool = "calibration" if is_cal else "test"
+            models: list[tuple[str, MarginSurface, SmileDynamics, float, float]] = [
+                ("skew", surf, dyn, risk_s, liq),
+                ("flat", fsurf, sticky, risk_f, liq_f),
+            ]
+            rows: list[tuple[str, float, float]] = []
+            if csurf is not None:
+                rep_c = margin(pos, csurf, ch, params, reference=False)
+                liq_c = float(rep_c.components["liquidity_addon"]["coin"])
+                risk_c = float(rep_c.components["risk"]["coin"])
+                rows.append(("skew_compare_raw", risk_c, liq_c))
+                models.append(("skew_compare", csurf, dyn, risk_c, liq_c))
+            for model, msurf, mdyn, mrisk, mliq in models:
+                if model in scen:
+                    pools.setdefault((model, pool), []).append(
+                        (scenario_losses(pos, msurf, scen[model], mdyn), mrisk, mliq)
+                    )
+            rows += [
+                ("skew_raw", risk_s, liq),
                 ("skew_exchange_ext", _risk_with_extended(rep, exchange), liq),
                 ("skew_ext_sq", _risk_with_extended(rep, square), liq),
                 ("skew_no_ext", _risk_with_extended(rep, None), liq),
@@ -574,21 +680,51 @@ def backtest_margin(
                         "loss_end": times[j],
                         "scale": 1.0,
                         "calibration": is_cal,
+                        "surface": surf_name,
                     }
                 )
+        for (model, pool), items in pools.items():
+            scale_rows.append(
+                {
+                    "as_of": times[i],
+                    "model": model,
+                    "pool": pool,
+                    "scale": fhs_confidence_scale(
+                        [x[0] for x in items],
+                        [x[1] for x in items],
+                        [x[2] for x in items],
+                        confidence,
+                    ),
+                    "n_books": len(items),
+                    "n_scenarios": len(scen[model]),
+                }
+            )
         if progress is not None:
             progress(f"{times[i]} done, {len(records)} records")
     rec = pd.DataFrame(records)
+    scales = pd.DataFrame(
+        scale_rows, columns=["as_of", "model", "pool", "scale", "n_books", "n_scenarios"]
+    )
     if rec.empty:
-        return BacktestResult(rec, confidence)
+        return BacktestResult(rec, confidence, fhs_scales=scales)
     test, cal = rec[~rec["calibration"]], rec[rec["calibration"]]
     cal_src = cal if calibration_books else test
+    scaled_methods = dict(SCALED_METHODS)
+    if compare_surface is not None:
+        scaled_methods["skew_compare"] = "skew_compare_raw"
     scaled = [
         apply_confidence_scale(test, base, name, confidence, cal_src)
-        for name, base in SCALED_METHODS.items()
+        for name, base in scaled_methods.items()
     ]
+    fhs_pool = "calibration" if calibration_books else "test"
+    if fhs:
+        scaled += [
+            apply_fhs_scale(test, base, name, scales, model, fhs_pool)
+            for name, (base, model) in FHS_METHODS.items()
+            if (test["method"] == base).any()
+        ]
     cal_scaled = (
-        [apply_confidence_scale(cal, b, n, confidence, cal) for n, b in SCALED_METHODS.items()]
+        [apply_confidence_scale(cal, b, n, confidence, cal) for n, b in scaled_methods.items()]
         if calibration_books
         else []
     )
@@ -598,4 +734,5 @@ def backtest_margin(
         pd.concat([cal, *cal_scaled], ignore_index=True).drop(columns="calibration")
         if calibration_books
         else pd.DataFrame(),
+        scales,
     )

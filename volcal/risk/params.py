@@ -28,9 +28,10 @@ provenance is in ``MarginParams.sources`` and the numbers behind it in ``diagnos
   confidence))``, the probability from the EWMA-standardised horizon returns with a Hill
   power-law tail above their 90 % quantile (conditional EVT, McNeil and Frey 2000), scaled to
   today's EWMA vol lifted by the stress floor. ``"exchange"`` keeps the exchange's ``R/|m|``.
-* **Confidence scale**: a multiplier of the risk margin ``max(scenario, greek)`` calibrated on
-  past realised losses of margined books (:func:`confidence_scale`, split-conformal quantile
-  of ``(loss - liquidity) / risk``); 1 until a backtest history sets it.
+* **Confidence scale**: a multiplier of the risk margin ``max(scenario, greek)``: from
+  filtered historical simulation of a pool of books (:mod:`volcal.risk.fhs`, the daily job's
+  rule) or from past realised losses of margined books (:func:`confidence_scale`,
+  split-conformal quantile of ``(loss - liquidity) / risk``); 1 as calibrated here.
 * **Liquidity**: per vega bucket the median over the lookback of each snapshot's median
   half-spread in vol (two-sided out-of-the-money quotes), used when a position has no
   two-sided quote; ``spread_stress`` the ``confidence`` quantile of the ratio of the 30-day
@@ -104,8 +105,10 @@ class MarginParams:
         probability over ``1 - confidence``, at most 1); None uses ``(R/|m|)**q``.
     confidence_scale:
         Multiplier ``c > 0`` of the risk margin: ``initial = c max(scenario, greek) +
-        liquidity`` (maintenance likewise); 1 unless calibrated by :func:`confidence_scale`
-        on past realised losses.
+        liquidity`` (maintenance likewise); 1 unless calibrated, by
+        :func:`volcal.risk.fhs.fhs_confidence_scale` (simulated losses of a pool of books
+        under filtered historical scenarios; the daily job) or by :func:`confidence_scale`
+        (past realised losses of margined books; the backtest).
     hull_white:
         ``(a, b, c)`` of Hull & White's minimum-variance delta
         (:class:`volcal.risk.hull_white.HullWhiteDelta`, e.g. from
@@ -642,7 +645,7 @@ def calibrate_margin_params(
             if extended_weighting == "tail"
             else "issue 6 / exchange: extended moves weighted R/|m|"
         ),
-        "confidence_scale": "1 (set by confidence_scale() from past realised losses)",
+        "confidence_scale": "1 (set by volcal.risk.fhs or confidence_scale())",
     }
     diagnostics = {
         "n_returns": int(i.size),
