@@ -20,6 +20,8 @@ from numba import njit
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
+# per time row: min g, its index, min dw, its index, count of dw < 0
+Report = tuple[FloatArray, IntArray, FloatArray, IntArray, IntArray]
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -129,10 +131,12 @@ def _row_stats(
     wprev: FloatArray,
     first: bool,
     g: FloatArray,
-) -> tuple[float, int, float, int, int]:  # pragma: no cover - compiled
-    """``(min g, its index, min (w - wprev), its index, count of w - wprev < 0)`` of one
-    time's row (``np.argmin`` conventions: first minimum; the first NaN wins). ``g`` is
-    scratch space.
+    out: Report,
+    j: int,
+) -> None:  # pragma: no cover - compiled
+    """Row ``j`` of the report ``out`` (:func:`_new_report`): ``min g``, its index,
+    ``min (w - wprev)``, its index and the count of ``w - wprev < 0`` of one time's row
+    (``np.argmin`` conventions: first minimum; the first NaN wins). ``g`` is scratch space.
 
     ``g`` as :func:`volcal.surface.butterfly_g` (Gatheral & Jacquier 2014, eq. 2.1), with
     non-finite values and ``w <= 0`` counted as ``-inf`` (arbitrage), as the report did.
@@ -168,13 +172,38 @@ def _row_stats(
                 elif d < d_best:
                     d_best = d
                     d_arg = q
-    return g_best, g_arg, d_best, d_arg, n_neg
+    out[0][j] = g_best
+    out[1][j] = g_arg
+    out[2][j] = d_best
+    out[3][j] = d_arg
+    out[4][j] = n_neg
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _new_report(nt: int) -> Report:  # pragma: no cover - compiled
+    """Empty report of ``nt`` time rows: ``(min g, its index, min dw, its index, count of
+    dw < 0)``, ``min dw`` NaN until written."""
+    return (
+        np.empty(nt),
+        np.zeros(nt, dtype=np.int64),
+        np.full(nt, np.nan),
+        np.zeros(nt, dtype=np.int64),
+        np.zeros(nt, dtype=np.int64),
+    )
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _rows(
+    nk: int,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:  # pragma: no cover
+    """Scratch rows ``(w, w', w'', previous w, g)`` of ``nk`` points."""
+    return np.empty(nk), np.empty(nk), np.empty(nk), np.empty(nk), np.empty(nk)
 
 
 @njit(cache=True, error_model="numpy")
 def grid_report(
     k: FloatArray, w: FloatArray, w1: FloatArray, w2: FloatArray
-) -> tuple[FloatArray, IntArray, FloatArray, IntArray, IntArray]:  # pragma: no cover
+) -> Report:  # pragma: no cover
     """Butterfly and calendar statistics of ``(w, w', w'')`` on a ``(times, k)`` grid.
 
     Returns, per time row ``j``: ``min g`` and its index (Gatheral & Jacquier 2014, eq. 2.1;
@@ -182,27 +211,18 @@ def grid_report(
     ``w[j] - w[j - 1]``, its index and the number of negative differences (row 0: unused).
     """
     nt = w.shape[0]
-    g_min = np.empty(nt)
-    g_arg = np.zeros(nt, dtype=np.int64)
-    d_min = np.full(nt, np.nan)
-    d_arg = np.zeros(nt, dtype=np.int64)
-    n_neg = np.zeros(nt, dtype=np.int64)
+    out = _new_report(nt)
     g = np.empty(k.size)
     for j in range(nt):
         prev = w[j - 1] if j > 0 else w[j]
-        a, b, c, d, e = _row_stats(k, w[j], w1[j], w2[j], prev, j == 0, g)
-        g_min[j] = a
-        g_arg[j] = b
-        d_min[j] = c
-        d_arg[j] = d
-        n_neg[j] = e
-    return g_min, g_arg, d_min, d_arg, n_neg
+        _row_stats(k, w[j], w1[j], w2[j], prev, j == 0, g, out, j)
+    return out
 
 
 @njit(cache=True, error_model="numpy")
 def svi_grid_report(
     k: FloatArray, times: FloatArray, ts: FloatArray, p: FloatArray
-) -> tuple[FloatArray, IntArray, FloatArray, IntArray, IntArray]:  # pragma: no cover
+) -> Report:  # pragma: no cover
     """:func:`grid_report` of an SVI surface (rules of :func:`svi_surface_eval`, times
     ``t > 0`` given one at a time as ``SviSurface._derivatives_at`` does) without storing
     the grid: the node envelopes are computed once."""
@@ -210,16 +230,8 @@ def svi_grid_report(
     n = ts.size
     nt = times.size
     nk = k.size
-    g_min = np.empty(nt)
-    g_arg = np.zeros(nt, dtype=np.int64)
-    d_min = np.full(nt, np.nan)
-    d_arg = np.zeros(nt, dtype=np.int64)
-    n_neg = np.zeros(nt, dtype=np.int64)
-    w = np.empty(nk)
-    w1 = np.empty(nk)
-    w2 = np.empty(nk)
-    prev = np.empty(nk)
-    g = np.empty(nk)
+    out = _new_report(nt)
+    w, w1, w2, prev, g = _rows(nk)
     for jt in range(nt):
         t = times[jt]
         i = np.searchsorted(ts, t, side="right") - 1
@@ -239,50 +251,29 @@ def svi_grid_report(
                 w[q] = a0 + lam * (e[i + 1, 0, q] - a0)
                 w1[q] = a1 + lam * (e[i + 1, 1, q] - a1)
                 w2[q] = a2 + lam * (e[i + 1, 2, q] - a2)
-        a, b, c, d, f = _row_stats(k, w, w1, w2, prev, jt == 0, g)
-        g_min[jt] = a
-        g_arg[jt] = b
-        d_min[jt] = c
-        d_arg[jt] = d
-        n_neg[jt] = f
+        _row_stats(k, w, w1, w2, prev, jt == 0, g, out, jt)
         prev[:] = w
-    return g_min, g_arg, d_min, d_arg, n_neg
+    return out
 
 
 @njit(cache=True, error_model="numpy")
-def xssvi_grid_report(
-    k: FloatArray, curves: FloatArray
-) -> tuple[FloatArray, IntArray, FloatArray, IntArray, IntArray]:  # pragma: no cover
+def xssvi_grid_report(k: FloatArray, curves: FloatArray) -> Report:  # pragma: no cover
     """:func:`grid_report` of an (e)SSVI surface on the grid ``k`` at the times whose curves
     ``(theta, psi, chi, ...)`` are the columns of ``curves`` (``w, w', w''`` computed as in
     :func:`volcal.svi.ssvi._xssvi_eval`, without storing the grid)."""
     nt = curves.shape[1]
-    nk = k.size
-    g_min = np.empty(nt)
-    g_arg = np.zeros(nt, dtype=np.int64)
-    d_min = np.full(nt, np.nan)
-    d_arg = np.zeros(nt, dtype=np.int64)
-    n_neg = np.zeros(nt, dtype=np.int64)
-    w = np.empty(nk)
-    w1 = np.empty(nk)
-    w2 = np.empty(nk)
-    prev = np.empty(nk)
-    g = np.empty(nk)
+    out = _new_report(nt)
+    w, w1, w2, prev, g = _rows(k.size)
     for jt in range(nt):
         th = curves[0, jt]
         ps = curves[1, jt]
         ch = curves[2, jt]
-        for q in range(nk):
+        for q in range(k.size):
             kk = k[q]
             r = math.sqrt(ps * ps * kk * kk + 2.0 * ch * th * kk + th * th)
             w[q] = 0.5 * (th + ch * kk + r)
             w1[q] = 0.5 * (ch + (ps * ps * kk + ch * th) / r)
             w2[q] = 0.5 * th * th * (ps * ps - ch * ch) / (r * r * r)
-        a, b, c, d, f = _row_stats(k, w, w1, w2, prev, jt == 0, g)
-        g_min[jt] = a
-        g_arg[jt] = b
-        d_min[jt] = c
-        d_arg[jt] = d
-        n_neg[jt] = f
+        _row_stats(k, w, w1, w2, prev, jt == 0, g, out, jt)
         prev[:] = w
-    return g_min, g_arg, d_min, d_arg, n_neg
+    return out

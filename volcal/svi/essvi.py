@@ -77,7 +77,6 @@ static arbitrage at every ``t`` by construction.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -93,9 +92,9 @@ from volcal.svi.ssvi import (
     SsviSettings,
     SsviSlice,
     XssviSurfaceBase,
+    _forward_curve,
+    _local_scales,
     _slice_row,
-    _spot,
-    _warn,
     projected_lm_step,
 )
 
@@ -684,12 +683,8 @@ def fit_essvi(
 
     Parameters
     ----------
-    chain:
-        An ``OptionChain`` (anything with a ``.quotes`` DataFrame) or a quotes DataFrame with
-        the columns of ``docs/conventions.md``.
-    min_t, min_quotes, spread_floor, weights:
-        Quote selection and weighting scheme (:func:`volcal.svi.quotes.select_quotes`:
-        ``"vega_spread"``, ``"vega"`` or ``"uniform"``).
+    chain, min_t, min_quotes, spread_floor, weights:
+        The chain and the quote selection, as in :func:`volcal.svi.fit_svi`.
     settings:
         :class:`~volcal.svi.ssvi.SsviSettings`.
 
@@ -702,42 +697,27 @@ def fit_essvi(
     Raises
     ------
     CalibrationError
-        When no expiry has enough usable quotes.
+        When no expiry has enough usable quotes. Warns as :func:`volcal.svi.fit_svi`.
     """
-    from volcal.svi.surface_fit import _prepare, assemble_fit
+    from volcal.svi.surface_fit import CalibratedSurface, fit_surface
 
-    start = time.perf_counter()
     s = settings or SsviSettings()
-    raw, selected, slices, k_bounds = _prepare(chain, min_t, min_quotes, spread_floor, weights)
-    fitted, ok, nfev, message = calibrate_essvi(slices, s)
-    surface = EssviSurface(
-        tuple(d.t for d in slices),
-        tuple(fitted),
-        ForwardCurve(tuple(d.t for d in slices), tuple(d.forward for d in slices), _spot(raw)),
-    )
-    rows = [_slice_row(sv, c, "essvi-lm") for sv, c in zip(fitted, ok, strict=True)]
-    fit = assemble_fit(
-        "essvi",
-        chain,
-        raw,
-        selected,
-        slices,
-        surface,
-        rows,
-        [(p.m, p.sigma) for p in (x.to_raw() for x in fitted)],
-        k_bounds,
-        converged=ok,
-        iterations=nfev,
-        nfev=nfev,
-        message=message,
-        start=start,
-        settings=asdict(s)
-        | {
-            "min_t": min_t,
-            "min_quotes": min_quotes,
-            "spread_floor": spread_floor,
-            "weights": weights,
-        },
-    )
-    _warn(fit)
-    return fit
+
+    def calibrate(
+        raw: Any, slices: list[SliceQuotes], k_bounds: tuple[float, float]
+    ) -> CalibratedSurface:
+        fitted, ok, nfev, message = calibrate_essvi(slices, s)
+        surface = EssviSurface(
+            tuple(d.t for d in slices), tuple(fitted), _forward_curve(raw, slices)
+        )
+        return CalibratedSurface(
+            surface=surface,
+            rows=[_slice_row(sv, c, "essvi-lm") for sv, c in zip(fitted, ok, strict=True)],
+            local=_local_scales(fitted),
+            converged=ok,
+            iterations=nfev,
+            nfev=nfev,
+            message=message,
+        )
+
+    return fit_surface("essvi", chain, calibrate, s, min_t, min_quotes, spread_floor, weights)

@@ -40,8 +40,6 @@ box-constrained least-squares problem: ``eta = 2 s/(1 + |rho|)`` with ``0 < s <=
 from __future__ import annotations
 
 import math
-import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -50,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from volcal.errors import ArbitrageWarning, ConvergenceWarning, ParameterError
+from volcal.errors import ParameterError
 from volcal.surface import ForwardCurve, SmileSurface, butterfly_g
 from volcal.svi.params import SviRaw
 from volcal.svi.quotes import SliceQuotes
@@ -99,6 +97,22 @@ def xssvi_parts(
     return w, w1, w2, w_theta, w_psi, w_chi
 
 
+def _finite_fields(obj: Any, names: tuple[str, ...]) -> None:
+    """Store the fields ``names`` of the frozen dataclass ``obj`` as floats.
+
+    Raises
+    ------
+    ParameterError
+        When a field is non-finite (named ``Class.field``).
+    """
+    cls = type(obj).__name__
+    for name in names:
+        value = getattr(obj, name)
+        if not math.isfinite(value):
+            raise ParameterError(f"{cls}.{name} must be finite, got {value!r}")
+        object.__setattr__(obj, name, float(value))
+
+
 @dataclass(frozen=True)
 class SsviSlice:
     """One (e)SSVI smile: ATM total variance, correlation and ``psi = theta phi``.
@@ -124,11 +138,7 @@ class SsviSlice:
     psi: float
 
     def __post_init__(self) -> None:
-        for name in ("theta", "rho", "psi"):
-            value = getattr(self, name)
-            if not math.isfinite(value):
-                raise ParameterError(f"SsviSlice.{name} must be finite, got {value!r}")
-            object.__setattr__(self, name, float(value))
+        _finite_fields(self, ("theta", "rho", "psi"))
         if self.theta <= 0 or self.psi <= 0:
             raise ParameterError(
                 f"SsviSlice needs theta > 0 and psi > 0, got theta={self.theta!r}, psi={self.psi!r}"
@@ -205,11 +215,7 @@ class SsviParams:
     gamma: float
 
     def __post_init__(self) -> None:
-        for name in ("rho", "eta", "gamma"):
-            value = getattr(self, name)
-            if not math.isfinite(value):
-                raise ParameterError(f"SsviParams.{name} must be finite, got {value!r}")
-            object.__setattr__(self, name, float(value))
+        _finite_fields(self, ("rho", "eta", "gamma"))
         if not -1.0 < self.rho < 1.0:
             raise ParameterError(f"SsviParams.rho must lie in (-1, 1), got {self.rho!r}")
         if self.eta <= 0:
@@ -747,12 +753,8 @@ def fit_ssvi(
 
     Parameters
     ----------
-    chain:
-        An ``OptionChain`` (anything with a ``.quotes`` DataFrame) or a quotes DataFrame with
-        the columns of ``docs/conventions.md``.
-    min_t, min_quotes, spread_floor, weights:
-        Quote selection and weighting scheme (:func:`volcal.svi.quotes.select_quotes`:
-        ``"vega_spread"``, ``"vega"`` or ``"uniform"``).
+    chain, min_t, min_quotes, spread_floor, weights:
+        The chain and the quote selection, as in :func:`volcal.svi.fit_svi`.
     settings:
         :class:`SsviSettings`.
 
@@ -766,50 +768,43 @@ def fit_ssvi(
     Raises
     ------
     CalibrationError
-        When no expiry has enough usable quotes.
+        When no expiry has enough usable quotes. Warns as :func:`volcal.svi.fit_svi`.
     """
-    from volcal.svi.surface_fit import _prepare, assemble_fit
+    from volcal.svi.surface_fit import CalibratedSurface, fit_surface
 
-    start = time.perf_counter()
     s = settings or SsviSettings()
-    raw, selected, slices, k_bounds = _prepare(chain, min_t, min_quotes, spread_floor, weights)
-    theta, params, best, nfev = calibrate_ssvi(slices, s)
-    surface = SsviSurface(
-        tuple(d.t for d in slices),
-        tuple(float(x) for x in theta),
-        params,
-        ForwardCurve(tuple(d.t for d in slices), tuple(d.forward for d in slices), _spot(raw)),
-    )
-    sl = surface.slices()
-    rows = [
-        _slice_row(sv, best.success, "ssvi-lm") | {"eta": params.eta, "gamma": params.gamma}
-        for sv in sl
-    ]
-    fit = assemble_fit(
-        "ssvi",
-        chain,
-        raw,
-        selected,
-        slices,
-        surface,
-        rows,
-        [(p.m, p.sigma) for p in (x.to_raw() for x in sl)],
-        k_bounds,
-        converged=[best.success] * len(slices),
-        iterations=nfev,
-        nfev=nfev,
-        message=best.message,
-        start=start,
-        settings=asdict(s)
-        | {
-            "min_t": min_t,
-            "min_quotes": min_quotes,
-            "spread_floor": spread_floor,
-            "weights": weights,
-        },
-    )
-    _warn(fit)
-    return fit
+
+    def calibrate(
+        raw: Any, slices: list[SliceQuotes], k_bounds: tuple[float, float]
+    ) -> CalibratedSurface:
+        theta, params, best, nfev = calibrate_ssvi(slices, s)
+        surface = SsviSurface(
+            tuple(d.t for d in slices),
+            tuple(float(x) for x in theta),
+            params,
+            _forward_curve(raw, slices),
+        )
+        sl = surface.slices()
+        rows = [
+            _slice_row(sv, best.success, "ssvi-lm") | {"eta": params.eta, "gamma": params.gamma}
+            for sv in sl
+        ]
+        return CalibratedSurface(
+            surface=surface,
+            rows=rows,
+            local=_local_scales(sl),
+            converged=[best.success] * len(slices),
+            iterations=nfev,
+            nfev=nfev,
+            message=best.message,
+        )
+
+    return fit_surface("ssvi", chain, calibrate, s, min_t, min_quotes, spread_floor, weights)
+
+
+def _local_scales(slices: Sequence[SsviSlice]) -> list[tuple[float, float]]:
+    """``(m, sigma)`` of each smile as raw SVI (``k`` units), for the arbitrage grid."""
+    return [(p.m, p.sigma) for p in (x.to_raw() for x in slices)]
 
 
 def _slice_row(sv: SsviSlice, converged: bool, method: str) -> dict[str, Any]:
@@ -828,21 +823,13 @@ def _slice_row(sv: SsviSlice, converged: bool, method: str) -> dict[str, Any]:
     }
 
 
+def _forward_curve(raw: Any, slices: Sequence[SliceQuotes]) -> ForwardCurve:
+    """The slices' forwards at their times (years) with the spot of :func:`_spot`."""
+    return ForwardCurve(tuple(d.t for d in slices), tuple(d.forward for d in slices), _spot(raw))
+
+
 def _spot(raw: Any) -> float | None:
     if "index_price" in raw.columns and raw["index_price"].notna().any():
         spot = float(np.nanmedian(raw["index_price"].to_numpy(dtype=float)))
         return spot if math.isfinite(spot) and spot > 0 else None
     return None
-
-
-def _warn(fit: Any) -> None:
-    if not fit.optimizer.converged:
-        warnings.warn(
-            f"{fit.model.upper()} fit: {fit.optimizer.message}", ConvergenceWarning, stacklevel=3
-        )
-    if not fit.arbitrage.arbitrage_free:
-        warnings.warn(
-            f"{fit.model.upper()} surface has static arbitrage: {fit.arbitrage.summary()}",
-            ArbitrageWarning,
-            stacklevel=3,
-        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,7 +32,15 @@ from volcal.svi.slice_fit import SliceFitResult, SviSliceSettings, fit_svi_slice
 from volcal.svi.ssvi import SsviSurface
 from volcal.svi.svi_surface import SviSurface
 
-__all__ = ["OptimizerReport", "SurfaceFit", "assemble_fit", "fit_svi", "prepare_slices"]
+__all__ = [
+    "CalibratedSurface",
+    "OptimizerReport",
+    "SurfaceFit",
+    "assemble_fit",
+    "fit_surface",
+    "fit_svi",
+    "prepare_slices",
+]
 
 SCHEMA = "volcal.surface_fit/1"
 
@@ -367,6 +376,123 @@ def assemble_fit(
     )
 
 
+@dataclass(frozen=True)
+class CalibratedSurface:
+    """What a model's calibrator hands to :func:`fit_surface`.
+
+    Attributes
+    ----------
+    surface:
+        The fitted surface.
+    rows:
+        Each expiry's model parameters (and ``method``, ``converged``...), one dict a slice.
+    local:
+        The ``(m, sigma)`` scales of the smiles (raw SVI, ``k`` units) for the arbitrage grid.
+    converged:
+        Per expiry, whether its optimiser met its criteria.
+    iterations, nfev:
+        Totals over all stages and expiries.
+    message:
+        Optimiser message (prefixed with the expiries that did not converge).
+    """
+
+    surface: SmileSurface
+    rows: list[dict[str, Any]]
+    local: list[tuple[float, float]]
+    converged: list[bool]
+    iterations: int
+    nfev: int
+    message: str
+
+
+Calibrator = Callable[[pd.DataFrame, list[SliceQuotes], tuple[float, float]], CalibratedSurface]
+
+
+def fit_surface(
+    model: str,
+    chain: Any,
+    calibrate: Calibrator,
+    settings: Any,
+    min_t: float,
+    min_quotes: int,
+    spread_floor: float,
+    weights: str,
+) -> SurfaceFit:
+    """The front end shared by :func:`fit_svi`, :func:`~volcal.svi.ssvi.fit_ssvi` and
+    :func:`~volcal.svi.essvi.fit_essvi`: quote selection, calibration, assembly, warnings.
+
+    Parameters
+    ----------
+    model:
+        ``"svi"``, ``"ssvi"`` or ``"essvi"`` (``SurfaceFit.model``; upper-cased in warnings).
+    chain:
+        As in :func:`fit_svi`.
+    calibrate:
+        ``calibrate(raw quotes, slices, (k_lo, k_hi))`` -> :class:`CalibratedSurface`; the
+        slices are those of :func:`prepare_slices` (shortest expiry first), ``k_lo, k_hi``
+        the padded log-moneyness range ``k = ln(K/F)`` of all expiries.
+    settings:
+        The model's settings (a dataclass), stored with the selection arguments as
+        ``SurfaceFit.settings``.
+    min_t, min_quotes, spread_floor, weights:
+        Quote selection (``min_t`` in years ACT/365F, ``spread_floor`` in decimal vol), as in
+        :func:`fit_svi`.
+
+    Returns
+    -------
+    SurfaceFit
+        Assembled by :func:`assemble_fit`.
+
+    Raises
+    ------
+    CalibrationError
+        When no expiry has enough usable quotes.
+
+    Notes
+    -----
+    Warns :class:`~volcal.errors.ConvergenceWarning` when an optimiser did not converge and
+    :class:`~volcal.errors.ArbitrageWarning` when the dense-grid check finds static arbitrage
+    in the fitted surface; both point at the caller of the public ``fit_*`` function, which
+    must call this one directly.
+    """
+    start = time.perf_counter()
+    raw, selected, slices, k_bounds = _prepare(chain, min_t, min_quotes, spread_floor, weights)
+    c = calibrate(raw, slices, k_bounds)
+    fit = assemble_fit(
+        model,
+        chain,
+        raw,
+        selected,
+        slices,
+        c.surface,
+        c.rows,
+        c.local,
+        k_bounds,
+        converged=c.converged,
+        iterations=c.iterations,
+        nfev=c.nfev,
+        message=c.message,
+        start=start,
+        settings=asdict(settings)
+        | {
+            "min_t": min_t,
+            "min_quotes": min_quotes,
+            "spread_floor": spread_floor,
+            "weights": weights,
+        },
+    )
+    name = model.upper()
+    if not fit.optimizer.converged:
+        warnings.warn(f"{name} fit: {fit.optimizer.message}", ConvergenceWarning, stacklevel=3)
+    if not fit.arbitrage.arbitrage_free:
+        warnings.warn(
+            f"{name} surface has static arbitrage: {fit.arbitrage.summary()}",
+            ArbitrageWarning,
+            stacklevel=3,
+        )
+    return fit
+
+
 def fit_svi(
     chain: Any,
     *,
@@ -412,70 +538,51 @@ def fit_svi(
     ArbitrageWarning
         When the dense-grid check finds static arbitrage in the fitted surface.
     """
-    start = time.perf_counter()
     s = settings or SviSliceSettings()
-    raw, selected, slices, (lo, hi) = _prepare(chain, min_t, min_quotes, spread_floor, weights)
-    # longest expiry first; each shorter smile is fitted under w <= every longer smile on that
-    # smile's quoted k range, where the longer smile is determined by its quotes. Outside
-    # them the surface's running envelope lifts a longer smile's extrapolated wing, so no
-    # quote is moved by it (calendar-free by calibration where it matters)
-    results: list[SliceFitResult] = []
-    ceilings: list[tuple[SviRaw, float, float]] = []
-    for d in reversed(slices):
-        r = fit_svi_slice(d, settings=s, k_bounds=(lo, hi), ceilings=ceilings)
-        results.append(r)
-        ceilings = [(r.params, float(d.k[0]), float(d.k[-1])), *ceilings]
-    results.reverse()
-    spot: float | None = None
-    if "index_price" in raw.columns and raw["index_price"].notna().any():
-        spot = float(np.nanmedian(raw["index_price"].to_numpy(dtype=float)))
-    surface = SviSurface.from_slices(
-        [d.t for d in slices], [r.params for r in results], [d.forward for d in slices], spot
-    )
-    rows = [
-        {
-            "a": r.params.a,
-            "b": r.params.b,
-            "rho": r.params.rho,
-            "m": r.params.m,
-            "sigma": r.params.sigma,
-            "objective": r.objective,
-            "method": r.method,
-            "converged": r.converged,
-            "iterations": r.iterations,
-            "message": r.message,
-        }
-        for r in results
-    ]
-    fit = assemble_fit(
-        "svi",
-        chain,
-        raw,
-        selected,
-        slices,
-        surface,
-        rows,
-        [(r.params.m, r.params.sigma) for r in results],
-        (lo, hi),
-        converged=[r.converged for r in results],
-        iterations=sum(r.iterations for r in results),
-        nfev=sum(r.nfev for r in results),
-        message="",
-        start=start,
-        settings=asdict(s)
-        | {
-            "min_t": min_t,
-            "min_quotes": min_quotes,
-            "spread_floor": spread_floor,
-            "weights": weights,
-        },
-    )
-    if not fit.optimizer.converged:
-        warnings.warn(f"SVI fit: {fit.optimizer.message}", ConvergenceWarning, stacklevel=2)
-    if not fit.arbitrage.arbitrage_free:
-        warnings.warn(
-            f"SVI surface has static arbitrage: {fit.arbitrage.summary()}",
-            ArbitrageWarning,
-            stacklevel=2,
+
+    def calibrate(
+        raw: pd.DataFrame, slices: list[SliceQuotes], k_bounds: tuple[float, float]
+    ) -> CalibratedSurface:
+        # longest expiry first; each shorter smile is fitted under w <= every longer smile on
+        # that smile's quoted k range, where the longer smile is determined by its quotes.
+        # Outside them the surface's running envelope lifts a longer smile's extrapolated
+        # wing, so no quote is moved by it (calendar-free by calibration where it matters)
+        results: list[SliceFitResult] = []
+        ceilings: list[tuple[SviRaw, float, float]] = []
+        for d in reversed(slices):
+            r = fit_svi_slice(d, settings=s, k_bounds=k_bounds, ceilings=ceilings)
+            results.append(r)
+            ceilings = [(r.params, float(d.k[0]), float(d.k[-1])), *ceilings]
+        results.reverse()
+        spot: float | None = None
+        if "index_price" in raw.columns and raw["index_price"].notna().any():
+            spot = float(np.nanmedian(raw["index_price"].to_numpy(dtype=float)))
+        surface = SviSurface.from_slices(
+            [d.t for d in slices], [r.params for r in results], [d.forward for d in slices], spot
         )
-    return fit
+        rows = [
+            {
+                "a": r.params.a,
+                "b": r.params.b,
+                "rho": r.params.rho,
+                "m": r.params.m,
+                "sigma": r.params.sigma,
+                "objective": r.objective,
+                "method": r.method,
+                "converged": r.converged,
+                "iterations": r.iterations,
+                "message": r.message,
+            }
+            for r in results
+        ]
+        return CalibratedSurface(
+            surface=surface,
+            rows=rows,
+            local=[(r.params.m, r.params.sigma) for r in results],
+            converged=[r.converged for r in results],
+            iterations=sum(r.iterations for r in results),
+            nfev=sum(r.nfev for r in results),
+            message="",
+        )
+
+    return fit_surface("svi", chain, calibrate, s, min_t, min_quotes, spread_floor, weights)
