@@ -103,6 +103,71 @@ def test_refined_g_minimum_matches_a_fine_grid() -> None:
     assert g.min() == pytest.approx(float(fine.min()), abs=1e-9)
 
 
+def test_compiled_refined_g_minimum_matches_a_fine_grid() -> None:
+    # the compiled check used by the fit finds the same dip depth (GJ 2014 Example 3.1), and
+    # the same value as the array version it replaces
+    from volcal.svi import _kernels
+    from volcal.svi.slice_fit import _g_refined
+
+    x = np.array([GJ31.a, GJ31.b, GJ31.rho, GJ31.m, GJ31.sigma])
+    coarse = np.linspace(-4.0, 4.0, 81)
+    g_min = _kernels.svi_g_refined_min(*(float(v) for v in x), coarse)
+    fine = GJ31.g(np.linspace(-4.0, 4.0, 2_000_001))
+    assert g_min < 0.0
+    assert g_min == pytest.approx(float(fine.min()), abs=1e-9)
+    assert g_min == float(np.min(_g_refined(x, coarse)[1]))
+
+
+def test_merged_grids_equal_the_sorted_grids() -> None:
+    # the fit merges the moving m + sigma sinh(z) points into the sorted static part instead
+    # of sorting the whole grid: the same array as slice_grid's sort
+    from volcal.svi import _kernels
+    from volcal.svi.grids import CHECK_SIZES, CONSTRAINT_SIZES, slice_grid
+    from volcal.svi.slice_fit import _merge_local
+
+    for m, sigma in [(0.05, 0.2), (-1.3, 1e-3), (2.0, 3.0), (0.0, 0.05)]:
+        for sizes in (CONSTRAINT_SIZES, CHECK_SIZES):
+            static = slice_grid(-1.5, 1.2, 0.04, sizes=sizes)
+            merged = _merge_local(static, m, sigma, sizes)
+            assert np.array_equal(merged, slice_grid(-1.5, 1.2, 0.04, m, sigma, sizes=sizes))
+    assert _kernels.merge_local_points(np.array([0.0, 1.0]), 0.5, 1.0, np.empty(0)).tolist() == [
+        0.0,
+        1.0,
+    ]
+
+
+def test_compiled_calendar_minimum_against_the_smiles() -> None:
+    # smallest sign (w - w_j)/theta over the neighbours on their k ranges, against
+    # SviRaw.total_variance (independent NumPy evaluation of the raw SVI formula)
+    from volcal.svi import _kernels
+
+    x = SviRaw(a=0.01, b=0.08, rho=-0.3, m=0.02, sigma=0.15)
+    nbs = [
+        (SviRaw(a=0.02, b=0.1, rho=-0.2, m=0.0, sigma=0.2), -1.0, -0.5, 0.4),
+        (SviRaw(a=0.005, b=0.05, rho=-0.4, m=0.05, sigma=0.1), 1.0, -np.inf, np.inf),
+    ]
+    grid = np.linspace(-1.0, 1.0, 201)
+    theta = 0.03
+    expect = min(
+        float(np.min(sign * (x.total_variance(grid[sel]) - p.total_variance(grid[sel])) / theta))
+        for p, sign, lo, hi in nbs
+        for sel in [(grid >= lo) & (grid <= hi)]
+    )
+    nb = np.array([[p.a, p.b, p.rho, p.m, p.sigma] for p, _, _, _ in nbs])
+    got = _kernels.calendar_min_values(
+        x.a, x.b, x.rho, x.m, x.sigma, grid, nb, np.array([-1.0, 1.0]),
+        np.array([-0.5, -np.inf]), np.array([0.4, np.inf]), theta,
+    )  # fmt: skip
+    assert got == pytest.approx(expect, rel=1e-12, abs=1e-15)
+    empty = np.empty(0)
+    assert (
+        _kernels.calendar_min_values(
+            x.a, x.b, x.rho, x.m, x.sigma, grid, np.empty((0, 5)), empty, empty, empty, theta
+        )
+        == np.inf
+    )
+
+
 def test_z_coordinate_g_jacobian_against_finite_differences() -> None:
     # compiled g and its Jacobian in the polish coordinates z = (a, b(1-rho), b(1+rho), m,
     # ln sigma) used by the augmented-Lagrangian solver

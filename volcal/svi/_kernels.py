@@ -879,6 +879,33 @@ def _z_parts(
 
 
 @njit(cache=True)
+def _z_values(z: FloatArray, k: float, s: float) -> tuple[float, float, float]:  # pragma: no cover
+    """``(w, w', w'')`` at ``k`` without gradients, the same arithmetic as :func:`_z_parts`."""
+    a = z[0]
+    p = z[1]
+    c = z[2]
+    m = z[3]
+    s2 = s * s
+    y = k - m
+    r = math.sqrt(y * y + s2)
+    r3 = r * r * r
+    aa = 0.5 * (r + y)
+    bb = 0.5 * (r - y)
+    cp = c + p
+    return a + c * aa + p * bb, (c * aa - p * bb) / r, 0.5 * cp * s2 / r3
+
+
+@njit(cache=True)
+def _z_w_value(z: FloatArray, k: float, s: float) -> float:  # pragma: no cover
+    """``w`` at ``k`` without gradient, the same arithmetic as :func:`_z_w`."""
+    y = k - z[3]
+    r = math.sqrt(y * y + s * s)
+    aa = 0.5 * (r + y)
+    bb = 0.5 * (r - y)
+    return z[0] + z[2] * aa + z[1] * bb
+
+
+@njit(cache=True)
 def _z_w(z: FloatArray, k: float, dw: FloatArray, s: float) -> float:  # pragma: no cover
     """``w`` at ``k`` and its gradient in ``z`` (written into ``dw``); ``s = exp(z[4])``."""
     y = k - z[3]
@@ -1025,10 +1052,15 @@ def _al_eval(
     for i in range(ng + 1 + nc):
         if i < ng:
             kk = kg[i]
-            w, w1, w2 = _z_parts(z, kk, dw, dw1, dw2, sig_z)
+            # values first; the gradient row only where the penalty term is active
+            w, w1, w2 = _z_values(z, kk, sig_z)
             if w > 0.0:
                 e = 1.0 - kk * w1 / (2.0 * w)
                 val = e * e - w1 * w1 / 4.0 * (1.0 / w + 0.25) + w2 / 2.0 - g_margin
+                cons[i] = val
+                if not mult[i] / rho - val > 0.0:
+                    continue
+                w, w1, w2 = _z_parts(z, kk, dw, dw1, dw2, sig_z)
                 q1 = w1 / 2.0 * (1.0 / w + 0.25)
                 q2 = w1 * w1 / (4.0 * w * w)
                 for jj in range(5):
@@ -1052,8 +1084,12 @@ def _al_eval(
             row[4] = s * sq / theta
         else:
             j = i - ng - 1
-            w = _z_w(z, kc[j], dw, sig_z)
+            w = _z_w_value(z, kc[j], sig_z)
             val = sc[j] * (w - wc[j]) / theta
+            cons[i] = val
+            if not mult[i] / rho - val > 0.0:
+                continue
+            w = _z_w(z, kc[j], dw, sig_z)
             for jj in range(5):
                 row[jj] = sc[j] * dw[jj] / theta
         cons[i] = val
@@ -1276,3 +1312,130 @@ def al_lm_fit(
             rho = min(rho * 10.0, 1e12)
         prev_viol = viol
     return z, f, viol, mult, n_outer, inner_total, converged
+
+
+@njit(cache=True)
+def svi_g_refined_min(
+    a: float, b: float, rho: float, m: float, sigma: float, k: FloatArray
+) -> float:  # pragma: no cover - compiled
+    """Smallest ``g`` of a raw SVI smile on the sorted grid ``k`` and on the refined sub-grids
+    around its local minima below 0.05 (two nested 33-point levels, spacing / 16 then / 256):
+    the minimum of :func:`volcal.svi.slice_fit._g_refined`'s values, without building the
+    arrays. NaN when any value is NaN."""
+    g = svi_g_values(a, b, rho, m, sigma, k)
+    n = g.shape[0]
+    out = np.inf
+    for i in range(n):
+        if g[i] != g[i]:
+            return np.nan
+        out = min(out, g[i])
+    if n < 3:
+        return out
+    sub = np.empty(33)
+    for i in range(1, n - 1):
+        if not (g[i] <= g[i - 1] and g[i] <= g[i + 1] and g[i] < 0.05):
+            continue
+        lo = k[i - 1]
+        hi = k[i + 1]
+        for _level in range(2):
+            for j in range(33):
+                sub[j] = lo + (hi - lo) * (j / 32.0)
+            gs = svi_g_values(a, b, rho, m, sigma, sub)
+            best = 0
+            for j in range(33):
+                if gs[j] != gs[j]:
+                    return np.nan
+                out = min(out, gs[j])
+                if gs[j] < gs[best]:
+                    best = j
+            best = min(max(best, 1), 31)
+            lo = sub[best - 1]
+            hi = sub[best + 1]
+    return out
+
+
+@njit(cache=True)
+def calendar_min_values(
+    a: float,
+    b: float,
+    rho: float,
+    m: float,
+    sigma: float,
+    grid: FloatArray,
+    nb: FloatArray,
+    sign: FloatArray,
+    k_lo: FloatArray,
+    k_hi: FloatArray,
+    theta: float,
+) -> float:  # pragma: no cover - compiled
+    """Smallest ``sign_j (w(k) - w_j(k)) / theta`` over the neighbours ``j`` (rows
+    ``(a, b, rho, m, sigma)`` of ``nb``) and the points of ``grid`` in ``[k_lo_j, k_hi_j]``;
+    ``inf`` when none. NaN when any value is NaN."""
+    out = np.inf
+    for j in range(nb.shape[0]):
+        pa, pb, pr, pm, ps = nb[j, 0], nb[j, 1], nb[j, 2], nb[j, 3], nb[j, 4]
+        for i in range(grid.shape[0]):
+            kk = grid[i]
+            if not (kk >= k_lo[j] and kk <= k_hi[j]):
+                continue
+            z = kk - m
+            w = a + b * (rho * z + math.sqrt(z * z + sigma * sigma))
+            x = kk - pm
+            wp = pa + pb * (pr * x + math.sqrt(x * x + ps * ps))
+            d = sign[j] * (w - wp) / theta
+            if d != d:
+                return np.nan
+            out = min(out, d)
+    return out
+
+
+@njit(cache=True)
+def merge_local_points(
+    static: FloatArray, m: float, sigma: float, sinh_z: FloatArray
+) -> FloatArray:  # pragma: no cover - compiled
+    """The sorted union of the sorted ``static`` points and ``m + sigma sinh_z`` (increasing
+    ``sinh_z``, ``sigma > 0``): a two-pointer merge, the same array as sorting both."""
+    n1 = static.shape[0]
+    n2 = sinh_z.shape[0]
+    out = np.empty(n1 + n2)
+    i = 0
+    j = 0
+    nxt = m + sigma * sinh_z[0] if n2 > 0 else 0.0
+    for q in range(n1 + n2):
+        if j < n2 and (i >= n1 or nxt < static[i]):
+            out[q] = nxt
+            j += 1
+            if j < n2:
+                nxt = m + sigma * sinh_z[j]
+        else:
+            out[q] = static[i]
+            i += 1
+    return out
+
+
+@njit(cache=True)
+def neighbour_grid(
+    base: FloatArray, nb: FloatArray, k_lo: FloatArray, k_hi: FloatArray, sinh_z: FloatArray
+) -> FloatArray:  # pragma: no cover - compiled
+    """``base`` followed, per neighbour ``j`` (rows ``(a, b, rho, m, sigma)`` of ``nb``), by
+    its points ``m_j + sigma_j sinh_z`` inside ``[k_lo_j, k_hi_j]`` and, when ``k_lo_j`` is
+    finite, the two ends ``k_lo_j, k_hi_j`` (the constraint grid of a smile with calendar
+    neighbours, in that order)."""
+    nn = nb.shape[0]
+    ns = sinh_z.shape[0]
+    out = np.empty(base.shape[0] + nn * (ns + 2))
+    q = 0
+    for i in range(base.shape[0]):
+        out[q] = base[i]
+        q += 1
+    for j in range(nn):
+        for i in range(ns):
+            p = nb[j, 3] + nb[j, 4] * sinh_z[i]
+            if p >= k_lo[j] and p <= k_hi[j]:
+                out[q] = p
+                q += 1
+        if math.isfinite(k_lo[j]):
+            out[q] = k_lo[j]
+            out[q + 1] = k_hi[j]
+            q += 2
+    return out[:q]

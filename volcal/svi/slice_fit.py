@@ -44,6 +44,7 @@ spread.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -55,7 +56,7 @@ from scipy.optimize import minimize
 
 from volcal.errors import CalibrationError, ParameterError
 from volcal.svi import _kernels
-from volcal.svi.grids import CHECK_SIZES, k_range, slice_grid
+from volcal.svi.grids import CHECK_SIZES, CONSTRAINT_SIZES, _unit_points, k_range, slice_grid
 from volcal.svi.params import SviRaw
 from volcal.svi.quotes import SliceQuotes
 
@@ -250,6 +251,12 @@ class _SliceProblem:
             (p, sign, -inf, inf) for p, sign in ((lower, 1.0), (upper, -1.0)) if p is not None
         ]
         self.neighbours += [(p, -1.0, lo, hi) for p, lo, hi in ceilings]
+        # the neighbours as arrays for the compiled calendar check
+        nbs = self.neighbours
+        self._nb = np.array([[p.a, p.b, p.rho, p.m, p.sigma] for p, _, _, _ in nbs]).reshape(-1, 5)
+        self._nb_sign = np.array([sign for _, sign, _, _ in nbs], dtype=float)
+        self._nb_lo = np.array([lo for _, _, lo, _ in nbs], dtype=float)
+        self._nb_hi = np.array([hi for _, _, _, hi in nbs], dtype=float)
         n = data.k.size
         t = data.t
         self.k = np.ascontiguousarray(data.k, dtype=float)
@@ -275,10 +282,27 @@ class _SliceProblem:
         sq = math.sqrt(self.theta)
         self.sigma_bounds = (max(1e-4, 0.02 * sq), max(2.0 * span, 4.0 * sq))
         self.a_hi = float(np.max(self.wa))
+        self._set_static_grids()
+
+    def _set_static_grids(self) -> None:
+        # the parts of the constraint and check grids that do not move with (m, sigma),
+        # sorted once; grid() / dense_grid() merge the moving m + sigma sinh(z) points in
+        self._grid_static = slice_grid(self.k_lo, self.k_hi, self.theta)
+        self._dense_static = slice_grid(self.k_lo, self.k_hi, self.theta, sizes=CHECK_SIZES)
+
+    def without_neighbours(self) -> _SliceProblem:
+        """The same problem without calendar constraints (shares the data arrays)."""
+        out = copy.copy(self)
+        out.neighbours = []
+        out._nb = np.empty((0, 5))
+        out._nb_sign = out._nb_lo = out._nb_hi = np.empty(0)
+        return out
 
     # --- objective -----------------------------------------------------------------------
     def loss(self, x: FloatArray) -> float:
-        w = _svi_parts(x, self.k)[0]
+        a, b, rho, m, sigma = x
+        z = self.k - m
+        w = a + b * (rho * z + np.sqrt(z * z + sigma * sigma))
         return float(
             _kernels.iv_loss(
                 w, self.data.t, self.vb, self.va, self.vm, self.weight2, self.lam2, self.hub
@@ -359,20 +383,28 @@ class _SliceProblem:
     # --- constraints ---------------------------------------------------------------------
     def grid(self, m: float, sigma: float) -> FloatArray:
         """Constraint grid: the slice's scales at ``(m, sigma)`` and its neighbours'."""
-        parts = [slice_grid(self.k_lo, self.k_hi, self.theta, m, sigma)]
-        for p, _, lo, hi in self.neighbours:
-            pts = p.m + p.sigma * _SINH_25
-            parts.append(pts[(pts >= lo) & (pts <= hi)])
-            if math.isfinite(lo):
-                parts.append(np.array([lo, hi]))
-        return np.concatenate(parts)
+        base = _merge_local(self._grid_static, m, sigma, CONSTRAINT_SIZES)
+        if not self.neighbours:
+            return base
+        return _kernels.neighbour_grid(base, self._nb, self._nb_lo, self._nb_hi, _SINH_25)
 
     def dense_grid(self, m: float, sigma: float) -> FloatArray:
         """The arbitrage report's dense grid (``CHECK_SIZES``) for this slice."""
-        return slice_grid(self.k_lo, self.k_hi, self.theta, m, sigma, sizes=CHECK_SIZES)
+        return _merge_local(self._dense_static, m, sigma, CHECK_SIZES)
 
     def active_constraints(self, x: FloatArray, pts: FloatArray) -> FloatArray:
         return self._active(x, pts)[0]
+
+    def analytic_min(self, x: FloatArray) -> float:
+        """Smallest of the analytic constraints of :meth:`_active` (minimum variance, Lee's
+        bound), the same values without ``g``; NaN when any is NaN."""
+        _, b, rho, _, sigma = x
+        root = math.sqrt(max(1.0 - rho * rho, 1e-300))
+        wmin = (x[0] + b * sigma * root) / self.theta - self.settings.w_floor
+        vals = (float(wmin), float(2.0 - b * (1.0 - rho)), float(2.0 - b * (1.0 + rho)))
+        if any(v != v for v in vals):
+            return math.nan
+        return min(vals)
 
     def _active(self, x: FloatArray, pts: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Constraints on the active points ``pts`` only: ``g(k) >= g_margin`` there, the
@@ -394,15 +426,12 @@ class _SliceProblem:
         """Smallest calendar constraint value of :meth:`calendar` (no Jacobian; ``inf``
         without neighbours)."""
         a, b, rho, m, sigma = (float(v) for v in x)
-        z = grid - m
-        w = a + b * (rho * z + np.sqrt(z * z + sigma * sigma))
-        out = math.inf
-        for p, sign, lo, hi in self.neighbours:
-            sel = (grid >= lo) & (grid <= hi)
-            if sel.any():
-                d = sign * (w[sel] - p.total_variance(grid[sel])) / self.theta
-                out = min(out, float(np.min(d)))
-        return out
+        return float(
+            _kernels.calendar_min_values(
+                a, b, rho, m, sigma, np.ascontiguousarray(grid, dtype=float), self._nb,
+                self._nb_sign, self._nb_lo, self._nb_hi, self.theta,
+            )
+        )  # fmt: skip
 
     def calendar(self, x: FloatArray, grid: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Calendar constraints against the neighbouring smiles only (values, Jacobian):
@@ -511,7 +540,7 @@ def fit_svi_slice(
     x0, qe_fun, nit, nfev = outer(int(cells[0]))
     iterations = nit
     # first without the calendar constraints (the usual case: they do not bind)
-    alone = _SliceProblem(data, s, None, None, k_bounds) if prob.neighbours else prob
+    alone = prob.without_neighbours() if prob.neighbours else prob
     res = _al_polish(alone, x0, iterations, nfev)
     # restarts: the polish starts from the quasi-explicit optimum, which may violate the
     # butterfly constraints; from there it can end in a poor local minimum far from it. Then
@@ -571,6 +600,13 @@ def _scipy_outer(
         options={"maxiter": maxiter, "xatol": 1e-3, "fatol": 1e-9},
     )
     return float(res.x[0]), float(res.x[1]), int(res.nit), int(res.nfev)
+
+
+def _merge_local(static: FloatArray, m: float, sigma: float, sizes: tuple[int, int]) -> FloatArray:
+    """``slice_grid(k_lo, k_hi, theta, m, sigma, sizes)`` from its sorted static part
+    (``slice_grid`` without ``m, sigma``): the points ``m + sigma sinh(z)`` (increasing) are
+    merged in, giving the same sorted array without a full sort."""
+    return _kernels.merge_local_points(static, float(m), float(sigma), _unit_points(*sizes)[2])
 
 
 def _x_of_params(p: SviRaw) -> FloatArray:
@@ -641,15 +677,18 @@ def _feasible(
     checked), the calendar conditions against the neighbours on the constraint grid. Returns
     ``(ok, new active points for g, min g on the dense grid)``."""
     g_min = math.inf
-    ok = float(np.min(prob.active_constraints(x, np.empty(0)))) >= -1e-12
+    ok = prob.analytic_min(x) >= -1e-12
     if check_g:
-        dense, g_dense = _g_refined(x, prob.dense_grid(float(x[3]), float(x[4])))
-        g_min = float(np.min(g_dense))
+        a, b, rho, m, sigma = (float(v) for v in x)
+        dense = prob.dense_grid(m, sigma)
+        g_min = float(_kernels.svi_g_refined_min(a, b, rho, m, sigma, dense))
         ok = ok and g_min >= 0.0
     if ok and prob.neighbours:
         ok = prob.calendar_min(x, prob.grid(float(x[3]), float(x[4]))) >= -1e-9
     if ok or not check_g:
         return ok, np.empty(0), g_min
+    # infeasible: the dense grid's values with the refined points, for the exchange step
+    dense, g_dense = _g_refined(x, dense)
     order = np.argsort(dense)
     return False, _active_points(g_dense[order], dense[order], prob.settings.g_margin), g_min
 
@@ -693,7 +732,7 @@ def _al_polish(
         x = _x_of_z(z)
         ok, new_pts, g_min = _feasible(prob, x)
         if ok:
-            cmin = min(float(np.min(prob.active_constraints(x, np.empty(0)))), g_min)
+            cmin = min(prob.analytic_min(x), g_min)
             return SliceFitResult(
                 params=SviRaw(*(float(v) for v in x)),
                 objective=prob.loss(x),
