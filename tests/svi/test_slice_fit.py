@@ -136,6 +136,87 @@ def test_merged_grids_equal_the_sorted_grids() -> None:
     ]
 
 
+def test_fast_grid_helpers_equal_numpy() -> None:
+    # the per-smile set-up replaces np.linspace / np.geomspace / slice_grid's sort by cheaper
+    # paths: element for element the same floats as NumPy's own functions
+    from volcal.svi.grids import CHECK_SIZES, CONSTRAINT_SIZES, slice_grid
+    from volcal.svi.slice_fit import _geomspace, _linspace, _static_grid
+
+    rng = np.random.default_rng(7)
+    for _ in range(2000):
+        lo, hi = sorted(rng.normal(size=2) * 10 ** rng.uniform(-4, 2, 2))
+        n = int(rng.integers(2, 12))
+        assert np.linspace(lo, hi, n).tobytes() == _linspace(lo, hi, n).tobytes()
+        s_lo, s_hi = sorted(10 ** rng.uniform(-5, 2, 2))
+        assert np.geomspace(s_lo, s_hi, n).tobytes() == _geomspace(s_lo, s_hi, n).tobytes()
+    for k_lo, k_hi, theta in [
+        (-1.5, 1.2, 0.04),
+        (-0.3, 0.2, 1e-5),
+        (-4.0, 3.0, 2.5),
+        (-1.0, 1.0, 0.0),
+    ]:
+        for sizes in (CONSTRAINT_SIZES, CHECK_SIZES):
+            want = slice_grid(k_lo, k_hi, theta, sizes=sizes)
+            assert want.tobytes() == _static_grid(k_lo, k_hi, theta, sizes).tobytes()
+
+
+def test_compiled_slice_arrays_equal_the_numpy_expressions() -> None:
+    from volcal.svi import _kernels
+
+    rng = np.random.default_rng(3)
+    n, t, f = 17, 0.37, 0.2
+    bid = rng.uniform(0.3, 0.9, n)
+    ask = bid + rng.uniform(0.001, 0.05, n)
+    mid = 0.5 * (bid + ask)
+    weight = rng.uniform(1.0, 500.0, n)
+    got = _kernels.slice_arrays(bid, ask, mid, weight, t, f, n)
+    vb, va = bid + f * (ask - bid), ask - f * (ask - bid)
+    w2 = weight**2 / n
+    want = [
+        vb,
+        va,
+        mid,
+        w2,
+        np.sqrt(w2),
+        vb**2 * t,
+        va**2 * t,
+        mid**2 * t,
+        w2 / (2.0 * mid * t) ** 2,
+    ]
+    for row, ref in zip(got, want, strict=True):
+        assert row.tobytes() == ref.tobytes()
+    k = np.linspace(-1.0, 1.0, n)
+    a, b, rho, m, sigma = 0.02, 0.1, -0.4, 0.05, 0.2
+    w = a + b * (rho * (k - m) + np.sqrt((k - m) ** 2 + sigma * sigma))
+    assert _kernels.svi_iv_loss(a, b, rho, m, sigma, k, t, vb, va, mid, w2, 1e-4, 0.1) == (
+        pytest.approx(_kernels.iv_loss(w, t, vb, va, mid, w2, 1e-4, 0.1), rel=1e-14)
+    )
+
+
+def test_compiled_calendar_rows_equal_the_numpy_rows() -> None:
+    # the compiled calendar rows: lower neighbours one row per point (w >= w_j + margin),
+    # then the ceilings merged into one row per covered point (w <= min_j w_j - margin)
+    from volcal.svi.slice_fit import _calendar_rows, _SliceProblem
+
+    data = _slice(GJ31, 1.0, np.linspace(-1.0, 1.2, 25))
+    lower = SviRaw(a=0.01, b=0.1, rho=-0.3, m=0.0, sigma=0.2)
+    upper = SviRaw(a=0.05, b=0.2, rho=-0.2, m=0.1, sigma=0.3)
+    ceil = [(SviRaw(a=0.04, b=0.15, rho=0.1, m=-0.1, sigma=0.25), -0.5, 0.4)]
+    prob = _SliceProblem(data, SviSliceSettings(), lower, upper, None, ceil)
+    pts = np.linspace(-2.0, 2.0, 57)
+    kc, wc, sc = _calendar_rows(prob, pts)
+    margin = 1e-6 * prob.theta
+    ceiling = np.minimum(upper.total_variance(pts), np.where(
+        (pts >= -0.5) & (pts <= 0.4), ceil[0][0].total_variance(pts), np.inf
+    ))  # fmt: skip
+    assert kc.tobytes() == np.concatenate([pts, pts]).tobytes()
+    assert (
+        wc.tobytes()
+        == np.concatenate([lower.total_variance(pts) + margin, ceiling - margin]).tobytes()
+    )
+    assert sc.tolist() == [1.0] * pts.size + [-1.0] * pts.size
+
+
 def test_compiled_calendar_minimum_against_the_smiles() -> None:
     # smallest sign (w - w_j)/theta over the neighbours on their k ranges, against
     # SviRaw.total_variance (independent NumPy evaluation of the raw SVI formula)

@@ -1439,3 +1439,115 @@ def neighbour_grid(
             out[q + 1] = k_hi[j]
             q += 2
     return out[:q]
+
+
+@njit(cache=True)
+def slice_arrays(
+    iv_bid: FloatArray,
+    iv_ask: FloatArray,
+    iv_mid: FloatArray,
+    weight: FloatArray,
+    t: float,
+    shrink: float,
+    n: int,
+) -> FloatArray:  # pragma: no cover - compiled
+    """Per-quote arrays of one smile's fit, rows ``(vb, va, vm, weight2, sqrt(weight2), wb,
+    wa, wm, q)``: the band ``vb = bid + shrink spread``, ``va = ask - shrink spread`` and the
+    mid ``vm`` (decimal vols), ``weight2 = weight**2 / n``, the same in total variance
+    (``v**2 t``, ``t`` in years) and ``q = weight2 / (2 vm t)**2`` (element by element the
+    same floating-point operations as the NumPy expressions they replace)."""
+    size = iv_bid.shape[0]
+    out = np.empty((9, size))
+    for i in range(size):
+        spread = iv_ask[i] - iv_bid[i]
+        vb = iv_bid[i] + shrink * spread
+        va = iv_ask[i] - shrink * spread
+        vm = iv_mid[i]
+        w2 = weight[i] * weight[i] / n
+        d = 2.0 * vm * t
+        out[0, i] = vb
+        out[1, i] = va
+        out[2, i] = vm
+        out[3, i] = w2
+        out[4, i] = math.sqrt(w2)
+        out[5, i] = vb * vb * t
+        out[6, i] = va * va * t
+        out[7, i] = vm * vm * t
+        out[8, i] = w2 / (d * d)
+    return out
+
+
+@njit(cache=True)
+def svi_iv_loss(
+    a: float,
+    b: float,
+    rho: float,
+    m: float,
+    sigma: float,
+    k: FloatArray,
+    t: float,
+    vb: FloatArray,
+    va: FloatArray,
+    vm: FloatArray,
+    weight2: FloatArray,
+    lam2: float,
+    hub: float,
+) -> float:  # pragma: no cover - compiled
+    """:func:`iv_loss` of the raw SVI smile ``w(k) = a + b (rho z + sqrt(z**2 + sigma**2))``,
+    ``z = k - m`` (log-moneyness ``k``)."""
+    size = k.shape[0]
+    w = np.empty(size)
+    s2 = sigma * sigma
+    for i in range(size):
+        z = k[i] - m
+        w[i] = a + b * (rho * z + math.sqrt(z * z + s2))
+    return iv_loss(w, t, vb, va, vm, weight2, lam2, hub)
+
+
+@njit(cache=True)
+def calendar_rows(
+    pts: FloatArray,
+    nb: FloatArray,
+    sign: FloatArray,
+    k_lo: FloatArray,
+    k_hi: FloatArray,
+    sig2: FloatArray,
+    margin: float,
+) -> tuple[FloatArray, FloatArray, FloatArray]:  # pragma: no cover - compiled
+    """Calendar rows ``sc (w(kc) - wc) >= 0`` at log-moneyness points ``pts`` against the
+    neighbours ``nb`` (rows ``(a, b, rho, m, sigma)``, ``sig2 = sigma**2``) on their ranges
+    ``[k_lo, k_hi]``: per ``sign > 0`` neighbour (in order) one row ``w >= w_j + margin`` per
+    point; then one row per point covered by a ceiling (``sign <= 0``),
+    ``w <= min_j w_j - margin`` (points whose minimum is not finite are left out)."""
+    n = pts.shape[0]
+    nn = nb.shape[0]
+    kc = np.empty(n * (nn + 1))
+    wc = np.empty(n * (nn + 1))
+    sc = np.empty(n * (nn + 1))
+    q = 0
+    ceiling = np.full(n, np.inf)
+    for j in range(nn):
+        a, b, rho, m = nb[j, 0], nb[j, 1], nb[j, 2], nb[j, 3]
+        for i in range(n):
+            k = pts[i]
+            if k >= k_lo[j] and k <= k_hi[j]:
+                x = k - m
+                w = a + b * (rho * x + math.sqrt(x * x + sig2[j]))
+                if sign[j] > 0:
+                    kc[q] = k
+                    wc[q] = w + margin
+                    sc[q] = 1.0
+                    q += 1
+                else:
+                    c = ceiling[i]
+                    if c != c or w != w:
+                        ceiling[i] = np.nan
+                    elif w < c:
+                        ceiling[i] = w
+    for i in range(n):
+        if math.isfinite(ceiling[i]):
+            kc[q] = pts[i]
+            wc[q] = ceiling[i] - margin
+            sc[q] = -1.0
+            q += 1
+    return kc[:q].copy(), wc[:q].copy(), sc[:q].copy()

@@ -71,12 +71,14 @@ class ArbitrageReport:
     @property
     def butterfly_free(self) -> bool:
         """True when ``g >= 0`` on every checked smile's grid."""
-        return bool((self.butterfly["g_min"] >= 0.0).all())
+        return bool(np.all(self.butterfly["g_min"].to_numpy(dtype=float) >= 0.0))
 
     @property
     def calendar_free(self) -> bool:
         """True when ``w`` never decreases in ``t`` on the grid."""
-        return bool((self.calendar["n_violations"] == 0).all()) if len(self.calendar) else True
+        if not len(self.calendar):
+            return True
+        return bool(np.all(self.calendar["n_violations"].to_numpy(dtype=float) == 0.0))
 
     @property
     def arbitrage_free(self) -> bool:

@@ -79,6 +79,7 @@ spreads: ~0.1 spread RMS outside the band)."""
 OUTER_SEARCHES = ("compiled", "scipy")
 _SINH_25 = np.sinh(np.linspace(-4.0, 4.0, 25))
 """Outer searches over ``(m, ln sigma)`` (:attr:`SviSliceSettings.outer_search`)."""
+_EMPTY = np.empty(0)
 
 
 @dataclass(frozen=True)
@@ -257,19 +258,22 @@ class _SliceProblem:
         self._nb_sign = np.array([sign for _, sign, _, _ in nbs], dtype=float)
         self._nb_lo = np.array([lo for _, _, lo, _ in nbs], dtype=float)
         self._nb_hi = np.array([hi for _, _, _, hi in nbs], dtype=float)
+        self._nb_sig2 = np.array([p.sigma**2 for p, _, _, _ in nbs], dtype=float)
         n = data.k.size
         t = data.t
         self.k = np.ascontiguousarray(data.k, dtype=float)
-        spread = data.iv_ask - data.iv_bid
-        self.vb = np.ascontiguousarray(data.iv_bid + settings.band_shrink * spread, dtype=float)
-        self.va = np.ascontiguousarray(data.iv_ask - settings.band_shrink * spread, dtype=float)
-        self.vm = np.ascontiguousarray(data.iv_mid, dtype=float)
-        self.weight2 = np.ascontiguousarray(data.weight**2 / n, dtype=float)
-        self.wb = self.vb**2 * t
-        self.wa = self.va**2 * t
-        self.wm = self.vm**2 * t
-        # d sigma / d w = 1 / (2 sigma t): total-variance weights approximating vol distances
-        self.q = self.weight2 / (2.0 * self.vm * t) ** 2
+        # the band [vb, va] (vols), the mid vm, weight2 = weight**2 / n, sw = sqrt(weight2),
+        # the same in total variance (wb, wa, wm) and q: d sigma / d w = 1 / (2 sigma t),
+        # total-variance weights approximating vol distances (one compiled pass)
+        (self.vb, self.va, self.vm, self.weight2, self.sw, self.wb, self.wa, self.wm, self.q) = (
+            _kernels.slice_arrays(
+                np.ascontiguousarray(data.iv_bid, dtype=float),
+                np.ascontiguousarray(data.iv_ask, dtype=float),
+                np.ascontiguousarray(data.iv_mid, dtype=float),
+                np.ascontiguousarray(data.weight, dtype=float),
+                float(t), float(settings.band_shrink), n,
+            )
+        )  # fmt: skip
         self.lam2 = settings.mid_weight**2
         # pseudo-Huber knee for the residual sqrt(weight2) dist = W dist / sqrt(n)
         self.hub = max(float(settings.huber), 0.0) / math.sqrt(n)
@@ -287,27 +291,27 @@ class _SliceProblem:
     def _set_static_grids(self) -> None:
         # the parts of the constraint and check grids that do not move with (m, sigma),
         # sorted once; grid() / dense_grid() merge the moving m + sigma sinh(z) points in
-        self._grid_static = slice_grid(self.k_lo, self.k_hi, self.theta)
-        self._dense_static = slice_grid(self.k_lo, self.k_hi, self.theta, sizes=CHECK_SIZES)
+        self._grid_static = _static_grid(self.k_lo, self.k_hi, self.theta, CONSTRAINT_SIZES)
+        self._dense_static = _static_grid(self.k_lo, self.k_hi, self.theta, CHECK_SIZES)
+        self._zbox = _z_box(self)
 
     def without_neighbours(self) -> _SliceProblem:
         """The same problem without calendar constraints (shares the data arrays)."""
         out = copy.copy(self)
         out.neighbours = []
         out._nb = np.empty((0, 5))
-        out._nb_sign = out._nb_lo = out._nb_hi = np.empty(0)
+        out._nb_sign = out._nb_lo = out._nb_hi = out._nb_sig2 = np.empty(0)
         return out
 
     # --- objective -----------------------------------------------------------------------
     def loss(self, x: FloatArray) -> float:
-        a, b, rho, m, sigma = x
-        z = self.k - m
-        w = a + b * (rho * z + np.sqrt(z * z + sigma * sigma))
+        a, b, rho, m, sigma = (float(v) for v in x)
         return float(
-            _kernels.iv_loss(
-                w, self.data.t, self.vb, self.va, self.vm, self.weight2, self.lam2, self.hub
+            _kernels.svi_iv_loss(
+                a, b, rho, m, sigma, self.k, self.data.t, self.vb, self.va, self.vm,
+                self.weight2, self.lam2, self.hub,
             )
-        )
+        )  # fmt: skip
 
     def loss_grad(self, x: FloatArray) -> FloatArray:
         """Gradient of :meth:`loss` (the objective is C1: piecewise quadratic in the vols)."""
@@ -398,13 +402,13 @@ class _SliceProblem:
     def analytic_min(self, x: FloatArray) -> float:
         """Smallest of the analytic constraints of :meth:`_active` (minimum variance, Lee's
         bound), the same values without ``g``; NaN when any is NaN."""
-        _, b, rho, _, sigma = x
+        a, b, rho, _, sigma = x.tolist()
         root = math.sqrt(max(1.0 - rho * rho, 1e-300))
-        wmin = (x[0] + b * sigma * root) / self.theta - self.settings.w_floor
-        vals = (float(wmin), float(2.0 - b * (1.0 - rho)), float(2.0 - b * (1.0 + rho)))
-        if any(v != v for v in vals):
+        wmin = (a + b * sigma * root) / self.theta - self.settings.w_floor
+        v1, v2 = 2.0 - b * (1.0 - rho), 2.0 - b * (1.0 + rho)
+        if wmin != wmin or v1 != v1 or v2 != v2:
             return math.nan
-        return min(vals)
+        return min(wmin, v1, v2)
 
     def _active(self, x: FloatArray, pts: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Constraints on the active points ``pts`` only: ``g(k) >= g_margin`` there, the
@@ -496,8 +500,8 @@ def fit_svi_slice(
             f"expiry {data.expiry}: {data.k.size} quotes, an SVI smile needs at least 3"
         )
     prob = _SliceProblem(data, s, lower, upper, k_bounds, ceilings)
-    ms = np.linspace(*prob.m_bounds, s.grid_m)
-    sigmas = np.geomspace(*prob.sigma_bounds, s.grid_sigma)
+    ms = _linspace(*prob.m_bounds, s.grid_m)
+    sigmas = _geomspace(*prob.sigma_bounds, s.grid_sigma)
     args = (
         prob.k,
         data.t,
@@ -602,11 +606,55 @@ def _scipy_outer(
     return float(res.x[0]), float(res.x[1]), int(res.nit), int(res.nfev)
 
 
+def _static_grid(k_lo: float, k_hi: float, theta: float, sizes: tuple[int, int]) -> FloatArray:
+    """``slice_grid(k_lo, k_hi, theta, sizes=sizes)`` (the part without ``m, sigma``): its two
+    parts are increasing, so they are merged (:func:`_kernels.merge_local_points` with
+    ``m = 0``) instead of sorted; the same array."""
+    if not (k_hi > k_lo and theta > 0.0 and math.isfinite(k_lo) and math.isfinite(k_hi)
+            and math.isfinite(theta)):  # fmt: skip
+        return slice_grid(k_lo, k_hi, theta, sizes=sizes)
+    unit, z, _ = _unit_points(*sizes)
+    uniform = k_lo + (k_hi - k_lo) * unit
+    return _kernels.merge_local_points(uniform, 0.0, float(np.sqrt(theta) * 8.0), z)
+
+
 def _merge_local(static: FloatArray, m: float, sigma: float, sizes: tuple[int, int]) -> FloatArray:
     """``slice_grid(k_lo, k_hi, theta, m, sigma, sizes)`` from its sorted static part
     (``slice_grid`` without ``m, sigma``): the points ``m + sigma sinh(z)`` (increasing) are
     merged in, giving the same sorted array without a full sort."""
     return _kernels.merge_local_points(static, float(m), float(sigma), _unit_points(*sizes)[2])
+
+
+_ARANGE: dict[int, FloatArray] = {}
+
+
+def _linspace(start: float, stop: float, num: int) -> FloatArray:
+    """``np.linspace(start, stop, num)`` for finite floats, the same floating-point steps
+    (``arange * step + start``, last point set to ``stop``) without its generic overhead."""
+    base = _ARANGE.get(num)
+    if base is None:
+        base = _ARANGE[num] = np.arange(num, dtype=float)
+    if num < 2:
+        return np.linspace(start, stop, num)
+    step = (stop - start) / (num - 1)
+    if step == 0.0:
+        return np.linspace(start, stop, num)
+    y = base * step
+    y += start
+    y[-1] = stop
+    return y
+
+
+def _geomspace(start: float, stop: float, num: int) -> FloatArray:
+    """``np.geomspace(start, stop, num)`` for positive finite floats: ``10**linspace(log10
+    start, log10 stop)`` (the same ufuncs) with the end points set exactly."""
+    if num < 2 or not (start > 0.0 and stop > 0.0):
+        return np.geomspace(start, stop, num)
+    y = _linspace(float(np.log10(start)), float(np.log10(stop)), num)
+    out = np.power(10.0, y)
+    out[0] = start
+    out[-1] = stop
+    return out
 
 
 def _x_of_params(p: SviRaw) -> FloatArray:
@@ -645,28 +693,10 @@ def _calendar_rows(
     (``upper`` and the longer expiries) are merged into one row per point, ``w <= min_j w_j -
     margin`` over the ceilings whose ``k`` range covers the point (the same feasible set as
     one row per ceiling and point, with fewer rows)."""
-    margin = CALENDAR_MARGIN * prob.theta
-    kc_parts: list[FloatArray] = []
-    wc_parts: list[FloatArray] = []
-    sc_parts: list[FloatArray] = []
-    ceiling = np.full(pts.size, np.inf)
-    for p, sign, k_lo, k_hi in prob.neighbours:
-        sel = (pts >= k_lo) & (pts <= k_hi)
-        if sign > 0:
-            kc_parts.append(pts[sel])
-            wc_parts.append(p.total_variance(pts[sel]) + margin)
-            sc_parts.append(np.ones(int(sel.sum())))
-        elif sel.any():
-            ceiling[sel] = np.minimum(ceiling[sel], p.total_variance(pts[sel]))
-    top = np.isfinite(ceiling)
-    kc_parts.append(pts[top])
-    wc_parts.append(ceiling[top] - margin)
-    sc_parts.append(-np.ones(int(top.sum())))
-    return (
-        np.ascontiguousarray(np.concatenate(kc_parts), dtype=float),
-        np.ascontiguousarray(np.concatenate(wc_parts), dtype=float),
-        np.ascontiguousarray(np.concatenate(sc_parts), dtype=float),
-    )
+    return _kernels.calendar_rows(
+        np.ascontiguousarray(pts, dtype=float), prob._nb, prob._nb_sign, prob._nb_lo,
+        prob._nb_hi, prob._nb_sig2, CALENDAR_MARGIN * prob.theta,
+    )  # fmt: skip
 
 
 def _feasible(
@@ -707,7 +737,7 @@ def _al_polish(
     ends feasible.
     """
     s = prob.settings
-    lower, upper = _z_box(prob)
+    lower, upper = prob._zbox
     a, b, rho, m, sigma = (float(v) for v in x_qe)
     z0 = np.clip(
         np.array([a, b * (1.0 - rho), b * (1.0 + rho), m, math.log(max(sigma, 1e-300))]),
@@ -715,8 +745,11 @@ def _al_polish(
         upper,
     )
     kg = prob.grid(m, sigma)
-    kc, wc, sc = _calendar_rows(prob, np.unique(np.concatenate([kg, prob.k])))
-    sw = np.sqrt(prob.weight2)
+    if prob.neighbours:
+        kc, wc, sc = _calendar_rows(prob, np.unique(np.concatenate([kg, prob.k])))
+    else:
+        kc = wc = sc = _EMPTY
+    sw = prob.sw
     lam = math.sqrt(prob.lam2)
     mult = np.zeros(kg.size + 1 + kc.size)
     outer_total = 0
@@ -752,10 +785,13 @@ def _al_polish(
             new_pts = grid_now
         n_g = kg.size
         kg = np.concatenate([kg, new_pts])
-        kc_new, wc_new, sc_new = _calendar_rows(prob, grid_now)
-        kc = np.concatenate([kc, kc_new])
-        wc = np.concatenate([wc, wc_new])
-        sc = np.concatenate([sc, sc_new])
+        if prob.neighbours:
+            kc_new, wc_new, sc_new = _calendar_rows(prob, grid_now)
+            kc = np.concatenate([kc, kc_new])
+            wc = np.concatenate([wc, wc_new])
+            sc = np.concatenate([sc, sc_new])
+        else:
+            kc_new = _EMPTY
         mult = np.concatenate(
             [mult[:n_g], np.zeros(new_pts.size), mult[n_g:], np.zeros(kc_new.size)]
         )
