@@ -1303,13 +1303,20 @@ def _fhs_scaled_params(
         return params, f"confidence scale 1 (no FHS scenarios: {exc})"
     dyn = SmileDynamics(params.ssr, source="params.ssr")
     losses, risks, liqs = [], [], []
-    for pos in books.values():
+    for name, pos in books.items():
         try:
             resolved = resolve_positions(pos, chain)
             rep = margin(resolved, surface, chain, params, reference=False)
             unit = "coin" if resolved.account_currency == "coin" else "usd"
             losses.append(scenario_losses(resolved, surface, scen, dyn))
-        except Exception:  # the book's own margin reports its error
+        except Exception as exc:  # the book's own margin step reports the error in full
+            log.warning(
+                "%s %s: book %s left out of the FHS confidence scale: %s",
+                chain.exchange,
+                chain.underlying,
+                name,
+                exc,
+            )
             continue
         risks.append(float(rep.components["risk"][unit]))
         liqs.append(float(rep.components["liquidity_addon"][unit]))
