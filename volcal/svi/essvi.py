@@ -95,6 +95,7 @@ from volcal.svi.ssvi import (
     _forward_curve,
     _local_scales,
     _slice_row,
+    lm_damping,
     projected_lm_step,
 )
 
@@ -501,20 +502,13 @@ def _lm(
         ok = cn < cost
         if ok and feasible_only:
             ok = _margin_at(xn, cap, prev) >= 0.0
+        damp, converged = lm_damping(ok, cost, cn, step, damp)
         if ok:
-            rel = (cost - cn) / max(cost, 1e-300)
             x = xn
             cost = cn
             _residuals(x, k, t, vb, va, vm, sw, lam, eps, cap, prev, mu, r, jac, True)
-            damp = max(damp * 0.3, 1e-9)
-            if rel < 1e-12 or step < 1e-12:
-                converged = True
-                break
-        else:
-            damp *= 5.0
-            if damp > 1e10 or step < 1e-14:
-                converged = True
-                break
+        if converged:
+            break
     return x, cost, nfev, converged
 
 

@@ -609,6 +609,22 @@ def _ssvi_residuals(
 
 
 @njit(cache=True)
+def lm_damping(
+    accepted: bool, cost: float, new_cost: float, step: float, damp: float
+) -> tuple[float, bool]:  # pragma: no cover - compiled
+    """Damping update and stopping test of the projected Levenberg-Marquardt loops (SSVI and
+    eSSVI) after a trial step from ``cost`` to ``new_cost`` of length ``step``: an accepted
+    step divides the damping by ~3 and stops on a relative decrease below 1e-12 or a step
+    below 1e-12; a rejected one multiplies it by 5 and stops above 1e10 or below a 1e-14 step.
+    Returns ``(damp, converged)``."""
+    if accepted:
+        rel = (cost - new_cost) / max(cost, 1e-300)
+        return max(damp * 0.3, 1e-9), rel < 1e-12 or step < 1e-12
+    damp *= 5.0
+    return damp, damp > 1e10 or step < 1e-14
+
+
+@njit(cache=True)
 def projected_lm_step(
     x: FloatArray, lo: FloatArray, hi: FloatArray, jac: FloatArray, r: FloatArray, damp: float
 ) -> tuple[FloatArray, float]:  # pragma: no cover - compiled
@@ -678,20 +694,14 @@ def _ssvi_lm(
         _ssvi_residuals(xn, n, k, t, owner, vb, va, vm, sw, lam, eps, sqn, rn, dummy, False)
         nfev += 1
         cn = float(rn @ rn)
-        if cn < cost:
-            rel = (cost - cn) / max(cost, 1e-300)
+        ok = cn < cost
+        damp, converged = lm_damping(ok, cost, cn, step, damp)
+        if ok:
             x = xn
             cost = cn
             _ssvi_residuals(x, n, k, t, owner, vb, va, vm, sw, lam, eps, sqn, r, jac, True)
-            damp = max(damp * 0.3, 1e-9)
-            if rel < 1e-12 or step < 1e-12:
-                converged = True
-                break
-        else:
-            damp *= 5.0
-            if damp > 1e10 or step < 1e-14:
-                converged = True
-                break
+        if converged:
+            break
     return x, cost, nfev, converged
 
 
