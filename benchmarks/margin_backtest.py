@@ -16,6 +16,10 @@ printed (the host is shared with other work).
 per ``step``, 21 days of warm-up, 1-day horizon, 99 %), for the standard books and ``--random``
 random books per currency; prints coverage, Kupiec and average margin per method, writes the
 records (CSV) and the figure ``docs/figures/margin_vs_loss.png`` (short straddle, BTC).
+
+``report``: reprints the tables from the CSVs of ``--out``, with the tests beyond the pooled
+Kupiec (:meth:`~volcal.risk.backtest.BacktestResult.dependence_tests`): Kupiec and
+Christoffersen per book, pooled transition counts, the day-clustered coverage test.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from volcal.risk.backtest import (
     apply_confidence_scale,
     apply_fhs_scale,
     backtest_margin,
+    kupiec_pof,
     random_books,
     standard_books,
     svi_surface,
@@ -341,6 +346,7 @@ def _print_report(records: pd.DataFrame, scales: pd.DataFrame) -> None:
         )
     print("\nBy currency, by method")
     print(res.summary(("currency", "method")).to_string(index=False))
+    _print_dependence(res, records)
     print("\nBy group (standard / random books), by method")
     print(res.summary(("group", "method")).to_string(index=False))
     sel = records["method"].isin(
@@ -360,6 +366,56 @@ def _print_report(records: pd.DataFrame, scales: pd.DataFrame) -> None:
     print("\nexceedances by day:")
     print(ex.to_string(index=False))
     _figure(records)
+
+
+DEPENDENCE_METHODS = [
+    "skew_fhs",
+    "skew_fhs_testpool",
+    "skew",
+    "skew_ownpast",
+    "skew_raw",
+    "skew_compare_fhs",
+    "flat_fhs",
+    "flat_at_skew_fhs_scale",
+    "flat",
+    "reference_pm",
+    "standard",
+]
+
+
+def _print_dependence(res: BacktestResult, records: pd.DataFrame) -> None:
+    """Tests beyond the pooled Kupiec: per book (Kupiec on the book's own days,
+    Christoffersen independence and conditional coverage, rejected at 5 %), the transition
+    counts pooled over books, and the day-clustered coverage test (a day = a calendar date;
+    pooled over coins, the books of both coins on a date form one cluster)."""
+    sel = BacktestResult(records[records["method"].isin(DEPENDENCE_METHODS)], res.confidence)
+    n_days = records.groupby("currency")["as_of"].nunique()
+    for n in sorted(set(n_days)):
+        region = [x for x in range(n + 1) if kupiec_pof(x, n, res.confidence)[1] > 0.05]
+        print(
+            f"\nKupiec per book at n = {n} days, 99 %: not rejected at 5 % for "
+            f"{region[0]}..{region[-1]} exceedances (0 exceedances: p = "
+            f"{kupiec_pof(0, n, res.confidence)[1]:.3f})"
+        )
+    cols_book = [
+        "books",
+        "books_zero",
+        "kupiec_book_rejected",
+        "kupiec_book_share",
+        "ind_rejected",
+        "cc_rejected",
+        "cc_share",
+    ]
+    cols_pool = ["n00", "n01", "n10", "n11", "pi01", "pi11", "p_ind_pooled"]
+    cols_day = ["days", "exceedance_days", "day_mean_share", "day_se", "day_t", "day_p"]
+    for by in (("method",), ("currency", "method")):
+        dep = sel.dependence_tests(by)
+        print(f"\nPer-book tests (rejected at 5 %), by {' and '.join(by)}")
+        print(dep[[*by, *cols_book]].to_string(index=False))
+        print(f"\nTransitions pooled over books (Christoffersen), by {' and '.join(by)}")
+        print(dep[[*by, *cols_pool]].to_string(index=False))
+        print(f"\nDay-clustered coverage (H0: mean day share = 1 %), by {' and '.join(by)}")
+        print(dep[[*by, *cols_day]].to_string(index=False))
 
 
 def _figure(records: pd.DataFrame) -> None:

@@ -1,4 +1,5 @@
-"""Backtest of margin: coverage of realised losses, Kupiec's test, capital efficiency.
+"""Backtest of margin: coverage of realised losses, Kupiec's and Christoffersen's tests,
+a day-clustered coverage test, capital efficiency.
 
 At each evaluation instant the margin of every book is computed with parameters calibrated
 only on snapshots strictly before it; the realised loss is the change of the same positions'
@@ -11,6 +12,13 @@ measurement models", J. Derivatives 1995): with ``x`` exceedances in ``n`` days 
 rate ``p = 1 - confidence``,
 ``LR = -2 [ (n-x) ln(1-p) + x ln p - (n-x) ln(1-x/n) - x ln(x/n) ]`` is chi-square(1) under
 the null of correct coverage.
+
+Pooled over books, Kupiec's test counts every book-day as an independent observation; the
+books of one day share one market move, so :meth:`BacktestResult.dependence_tests` adds the
+tests a risk team reads beside it: per book (one portfolio's time series, Kupiec's own use)
+Kupiec and Christoffersen's (1998) independence and conditional-coverage tests
+(:func:`christoffersen`), and a coverage test with days as clusters
+(:func:`day_clustered_coverage`).
 
 Books are rules mapped to the listed instruments at each date (:func:`standard_books`,
 :func:`random_books`), so the same kind of risk is margined every day.
@@ -26,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from scipy.stats import chi2, norm
+from scipy.stats import t as student_t
 
 from volcal.risk.dynamics import SmileDynamics
 from volcal.risk.fhs import fhs_confidence_scale, historical_scenarios, scenario_losses
@@ -39,13 +48,19 @@ __all__ = [
     "FHS_METHODS",
     "BacktestResult",
     "BookRule",
+    "ChristoffersenTest",
+    "ClusteredCoverage",
     "apply_confidence_scale",
     "apply_fhs_scale",
     "backtest_margin",
+    "christoffersen",
+    "christoffersen_ind",
+    "day_clustered_coverage",
     "kupiec_pof",
     "random_books",
     "standard_books",
     "svi_surface",
+    "transition_counts",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -73,6 +88,214 @@ def kupiec_pof(exceedances: int, n: int, confidence: float) -> tuple[float, floa
     ll1 = (0.0 if x == n else (n - x) * np.log1p(-phat)) + (0.0 if x == 0 else x * np.log(phat))
     lr = float(max(-2.0 * (ll0 - ll1), 0.0))
     return lr, float(chi2.sf(lr, 1))
+
+
+def transition_counts(exceed: npt.ArrayLike) -> tuple[int, int, int, int]:
+    """Transition counts ``(n00, n01, n10, n11)`` of a 0/1 exceedance sequence.
+
+    ``n_ij`` is the number of days ``t >= 1`` with ``I_{t-1} = i`` and ``I_t = j``; a sequence
+    of ``T`` days has ``T - 1`` transitions.
+
+    Parameters
+    ----------
+    exceed:
+        Exceedance indicators in time order (bool or 0/1).
+    """
+    x = np.asarray(exceed, dtype=bool).ravel()
+    if x.size < 2:
+        return 0, 0, 0, 0
+    prev, cur = x[:-1], x[1:]
+    n11 = int(np.sum(prev & cur))
+    n10 = int(np.sum(prev & ~cur))
+    n01 = int(np.sum(~prev & cur))
+    n00 = int(np.sum(~prev & ~cur))
+    return n00, n01, n10, n11
+
+
+def _xlogy(x: float, y: float) -> float:
+    """``x ln y`` with ``0 ln 0 = 0`` (the likelihood's convention for empty cells)."""
+    return 0.0 if x == 0 else float(x * np.log(y))
+
+
+def christoffersen_ind(n00: int, n01: int, n10: int, n11: int) -> tuple[float, float]:
+    """Christoffersen's (1998) independence likelihood ratio and its chi-square(1) p-value
+    from the transition counts of an exceedance sequence.
+
+    Under the alternative the exceedance indicator is a first-order Markov chain with
+    ``pi01 = n01 / (n00 + n01)`` (exceedance after a day without) and
+    ``pi11 = n11 / (n10 + n11)`` (exceedance after an exceedance); under the null of
+    independence both equal ``pi = (n01 + n11) / (n00 + n01 + n10 + n11)``:
+
+    ``LR_ind = -2 ln[(1 - pi)^(n00 + n10) pi^(n01 + n11)]
+    + 2 ln[(1 - pi01)^n00 pi01^n01 (1 - pi11)^n10 pi11^n11]``,
+
+    chi-square(1) under the null (``0 ln 0 = 0``; 0 when there is no exceedance, or no day
+    without one, since then both models are the same).
+
+    Christoffersen, "Evaluating interval forecasts", International Economic Review 39 (1998).
+    """
+    if min(n00, n01, n10, n11) < 0:
+        raise ValueError(f"transition counts must be >= 0 (got {n00, n01, n10, n11})")
+    n0, n1 = n00 + n01, n10 + n11
+    total = n0 + n1
+    if total == 0:
+        return 0.0, 1.0
+    pi = (n01 + n11) / total
+    ll0 = _xlogy(n00 + n10, 1.0 - pi) + _xlogy(n01 + n11, pi)
+    pi01 = n01 / n0 if n0 else 0.0
+    pi11 = n11 / n1 if n1 else 0.0
+    ll1 = _xlogy(n00, 1.0 - pi01) + _xlogy(n01, pi01) + _xlogy(n10, 1.0 - pi11) + _xlogy(n11, pi11)
+    lr = float(max(-2.0 * (ll0 - ll1), 0.0))
+    return lr, float(chi2.sf(lr, 1))
+
+
+@dataclass(frozen=True)
+class ChristoffersenTest:
+    """Kupiec's and Christoffersen's tests on one exceedance sequence.
+
+    Attributes
+    ----------
+    n, exceedances:
+        Days and exceedances of the sequence.
+    n00, n01, n10, n11:
+        Transition counts (:func:`transition_counts`).
+    lr_pof, p_pof:
+        Kupiec's proportion of failures on the ``n`` days, chi-square(1).
+    lr_ind, p_ind:
+        Christoffersen's independence ratio (:func:`christoffersen_ind`), chi-square(1).
+    lr_cc, p_cc:
+        Conditional coverage ``LR_cc = LR_pof + LR_ind``, chi-square(2).
+    """
+
+    n: int
+    exceedances: int
+    n00: int
+    n01: int
+    n10: int
+    n11: int
+    lr_pof: float
+    p_pof: float
+    lr_ind: float
+    p_ind: float
+    lr_cc: float
+    p_cc: float
+
+
+def christoffersen(exceed: npt.ArrayLike, confidence: float) -> ChristoffersenTest:
+    """Unconditional coverage, independence and conditional coverage of one exceedance
+    sequence (Christoffersen 1998).
+
+    ``LR_pof`` is Kupiec's ratio (:func:`kupiec_pof`) on all ``n`` days, ``LR_ind`` the
+    Markov-chain independence ratio (:func:`christoffersen_ind`) on the ``n - 1``
+    transitions, and ``LR_cc = LR_pof + LR_ind`` is compared with chi-square(2) (the usual
+    form; Christoffersen's own ``LR_cc`` conditions ``LR_pof`` on the first day as well,
+    which differs by one observation).
+
+    Parameters
+    ----------
+    exceed:
+        Exceedance indicators of one portfolio in time order.
+    confidence:
+        Coverage the margin claims (``p = 1 - confidence`` under the null).
+
+    Notes
+    -----
+    The chi-square limits are asymptotic: on about 86 days at 99 % the expected number of
+    exceedances is below one, so the tests have little power, and ``LR_ind`` is dominated by
+    whether two exceedances happen on consecutive days.
+    """
+    x = np.asarray(exceed, dtype=bool).ravel()
+    n = int(x.size)
+    k = int(x.sum())
+    lr_pof, p_pof = kupiec_pof(k, n, confidence)
+    n00, n01, n10, n11 = transition_counts(x)
+    lr_ind, p_ind = christoffersen_ind(n00, n01, n10, n11)
+    lr_cc = lr_pof + lr_ind
+    return ChristoffersenTest(
+        n, k, n00, n01, n10, n11, lr_pof, p_pof, lr_ind, p_ind, lr_cc, float(chi2.sf(lr_cc, 2))
+    )
+
+
+@dataclass(frozen=True)
+class ClusteredCoverage:
+    """Day-clustered coverage test (:func:`day_clustered_coverage`).
+
+    Attributes
+    ----------
+    days:
+        Number of days (clusters) ``D``.
+    exceedance_days:
+        Days with at least one exceedance.
+    mean_share:
+        Mean over days of the share of books exceeding, ``s_bar``.
+    se:
+        Its standard error from the day-level variance, ``sd(s_d) / sqrt(D)``.
+    t_stat, p_value:
+        ``(s_bar - p) / se`` and its two-sided p-value from Student's t with ``D - 1``
+        degrees of freedom (NaN when ``se = 0``: no day differs from the others, e.g. no
+        exceedance at all, and the data carry no estimate of the variance).
+    """
+
+    days: int
+    exceedance_days: int
+    mean_share: float
+    se: float
+    t_stat: float
+    p_value: float
+
+
+def day_clustered_coverage(
+    day: npt.ArrayLike, exceed: npt.ArrayLike, confidence: float
+) -> ClusteredCoverage:
+    """Coverage test robust to dependence between the books of one day.
+
+    Per day ``d`` the share of book-days exceeding, ``s_d = x_d / B_d``; under the null
+    ``E[s_d] = p = 1 - confidence``. The test statistic is
+
+    ``t = (s_bar - p) / (sd(s_d) / sqrt(D))``, ``s_bar = (1/D) sum_d s_d``,
+    ``sd`` with ``D - 1`` in the denominator,
+
+    Student-t with ``D - 1`` degrees of freedom (a one-sample t-test on the day shares). The
+    standard error is the cluster-robust one with days as clusters: any correlation between
+    the books of a day (one market move) stays inside ``s_d``; days are assumed independent
+    of each other (with equal book counts it equals the CR1 cluster-robust standard error of
+    the pooled exceedance rate). Unlike the pooled Kupiec test, whose variance
+    ``p (1 - p) / (D B)`` assumes independent book-days, the effective sample size here is
+    the number of days.
+
+    Parameters
+    ----------
+    day:
+        Cluster label of each book-day (the evaluation day).
+    exceed:
+        Exceedance indicator of each book-day.
+    confidence:
+        Claimed coverage.
+
+    Notes
+    -----
+    With few exceedance days the day shares are far from normal (mostly zeros, a few large
+    values) and the t approximation is rough; the standard error is then itself estimated
+    from those few days and the test has little power. Read it together with the number of
+    exceedance days.
+    """
+    d = np.asarray(day).ravel()
+    x = np.asarray(exceed, dtype=float).ravel()
+    if d.size != x.size or x.size == 0:
+        raise ValueError("day and exceed must be non-empty and of the same length")
+    labels, inv = np.unique(d, return_inverse=True)
+    counts = np.bincount(inv).astype(float)
+    shares = np.bincount(inv, weights=x) / counts
+    days = int(labels.size)
+    mean = float(shares.mean())
+    p = 1.0 - confidence
+    se = float(shares.std(ddof=1) / np.sqrt(days)) if days > 1 else 0.0
+    if se > 0:
+        t_stat = (mean - p) / se
+        pv = float(2.0 * student_t.sf(abs(t_stat), days - 1))
+    else:
+        t_stat, pv = float("nan"), float("nan")
+    return ClusteredCoverage(days, int(np.sum(shares > 0)), mean, se, float(t_stat), pv)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,6 +500,76 @@ class BacktestResult:
                     "mean_excess_coin": float(excess[excess > 0].mean()) if x else 0.0,
                     "es_excess_coin": float(tail.mean()),
                     "avg_margin_coin": float(g["margin_coin"].mean()),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def dependence_tests(
+        self, by: Sequence[str] = ("method",), level: float = 0.05
+    ) -> pd.DataFrame:
+        """Per group: tests that account for the time series of each book and for the
+        dependence of the books of one day.
+
+        Per book (a ``book``, and ``currency`` when the records have one) its exceedance
+        sequence in ``as_of`` order is tested by :func:`christoffersen` (Kupiec on the
+        book alone, independence, conditional coverage), and the books of the group are
+        counted: ``books``, ``books_zero`` (no exceedance), ``kupiec_book_rejected``,
+        ``ind_rejected``, ``cc_rejected`` (p-value below ``level``), and the shares of books
+        rejected. The transition counts summed over the group's books, ``n00 .. n11``, give
+        the pooled ``pi01 = n01 / (n00 + n01)`` and ``pi11 = n11 / (n10 + n11)`` and a pooled
+        ``lr_ind_pooled`` / ``p_ind_pooled`` (which, like the pooled Kupiec test, treats the
+        books as independent of each other).
+
+        Per day (the calendar date of ``as_of``, UTC: the books of both coins on a date in
+        one cluster when the group pools coins) :func:`day_clustered_coverage`:
+        ``days``, ``exceedance_days``, ``day_mean_share``, ``day_se``, ``day_t``, ``day_p``.
+        The pooled Kupiec test stays in :meth:`summary`.
+        """
+        rec = self.records
+        book_keys = [c for c in ("currency", "book") if c in rec.columns]
+        rows = []
+        for key, g in rec.groupby(list(by)):
+            g = g.sort_values("as_of", kind="stable")
+            per_book = [
+                christoffersen(b["exceed"].to_numpy(dtype=bool), self.confidence)
+                for _, b in g.groupby(book_keys, sort=False)
+            ]
+            n00 = sum(t.n00 for t in per_book)
+            n01 = sum(t.n01 for t in per_book)
+            n10 = sum(t.n10 for t in per_book)
+            n11 = sum(t.n11 for t in per_book)
+            lr_pool, p_pool = christoffersen_ind(n00, n01, n10, n11)
+            day = pd.to_datetime(g["as_of"], utc=True).dt.floor("D").to_numpy()
+            dc = day_clustered_coverage(day, g["exceed"].to_numpy(dtype=bool), self.confidence)
+            nb = len(per_book)
+            kup = sum(t.p_pof < level for t in per_book)
+            ind = sum(t.p_ind < level for t in per_book)
+            cc = sum(t.p_cc < level for t in per_book)
+            rows.append(
+                {
+                    **dict(zip(by, key if isinstance(key, tuple) else (key,), strict=True)),
+                    "books": nb,
+                    "books_zero": sum(t.exceedances == 0 for t in per_book),
+                    "kupiec_book_rejected": kup,
+                    "kupiec_book_share": kup / nb,
+                    "ind_rejected": ind,
+                    "ind_share": ind / nb,
+                    "cc_rejected": cc,
+                    "cc_share": cc / nb,
+                    "n00": n00,
+                    "n01": n01,
+                    "n10": n10,
+                    "n11": n11,
+                    "pi01": n01 / (n00 + n01) if n00 + n01 else float("nan"),
+                    "pi11": n11 / (n10 + n11) if n10 + n11 else float("nan"),
+                    "lr_ind_pooled": lr_pool,
+                    "p_ind_pooled": p_pool,
+                    "days": dc.days,
+                    "exceedance_days": dc.exceedance_days,
+                    "day_mean_share": dc.mean_share,
+                    "day_se": dc.se,
+                    "day_t": dc.t_stat,
+                    "day_p": dc.p_value,
                 }
             )
         return pd.DataFrame(rows)
