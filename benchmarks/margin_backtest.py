@@ -56,6 +56,7 @@ from volcal.risk.backtest import (
     apply_fhs_scale,
     backtest_margin,
     kupiec_pof,
+    null_rejection_rates,
     random_books,
     standard_books,
     svi_surface,
@@ -396,6 +397,12 @@ def _print_dependence(res: BacktestResult, records: pd.DataFrame) -> None:
             f"\nKupiec per book at n = {n} days, 99 %: not rejected at 5 % for "
             f"{region[0]}..{region[-1]} exceedances (0 exceedances: p = "
             f"{kupiec_pof(0, n, res.confidence)[1]:.3f})"
+        )
+        size = null_rejection_rates(n, res.confidence)
+        print(
+            f"  share of books rejected at 5 % if the margin were exactly right (i.i.d. 1 %): "
+            f"Kupiec {size['kupiec']:.4f} (exact), independence {size['ind']:.4f}, "
+            f"conditional coverage {size['cc']:.4f} (Monte Carlo, 20,000 sequences)"
         )
     cols_book = [
         "books",

@@ -21,6 +21,7 @@ from volcal.risk.backtest import (
     christoffersen_ind,
     day_clustered_coverage,
     kupiec_pof,
+    null_rejection_rates,
     transition_counts,
 )
 
@@ -196,3 +197,21 @@ def test_dependence_tests_of_records() -> None:
     by_cur = res.dependence_tests(("currency", "method")).set_index("currency")
     assert by_cur.loc["BTC", "books"] == 2 and by_cur.loc["ETH", "books"] == 1
     assert by_cur.loc["ETH", "exceedance_days"] == 0 and math.isnan(by_cur.loc["ETH", "day_p"])
+
+
+def test_null_rejection_rates_of_per_book_tests() -> None:
+    # Kupiec per book at 86 days rejects 4 or more exceedances: P = 1 - F_Bin(86, 1 %)(3)
+    r = null_rejection_rates(86, 0.99, sims=20_000, seed=3)
+    assert r["kupiec"] == pytest.approx(stats.binom.sf(3, 86, 0.01), rel=1e-12)
+    assert r["kupiec"] == pytest.approx(0.0111, abs=1e-4)
+    # the simulation reproduces the exact rate within 4 standard errors
+    se = math.sqrt(r["kupiec"] * (1 - r["kupiec"]) / 20_000)
+    assert abs(r["kupiec_mc"] - r["kupiec"]) < 4 * se
+    # the tests are far below their nominal 5 % at n p = 0.86
+    assert r["ind"] < 0.05 and r["cc"] < 0.05
+    # 1,000 days at 99 %: Kupiec's 5 % region is 5..16 (Jorion), size near its nominal level
+    r2 = null_rejection_rates(1000, 0.99, sims=2_000, seed=4)
+    assert r2["kupiec"] == pytest.approx(
+        stats.binom.cdf(4, 1000, 0.01) + stats.binom.sf(16, 1000, 0.01), rel=1e-12
+    )
+    assert 0.02 < r2["kupiec"] < 0.08

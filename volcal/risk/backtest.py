@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.stats import chi2, norm
+from scipy.stats import binom, chi2, norm
 from scipy.stats import t as student_t
 
 from volcal.risk.dynamics import SmileDynamics
@@ -57,6 +57,7 @@ __all__ = [
     "christoffersen_ind",
     "day_clustered_coverage",
     "kupiec_pof",
+    "null_rejection_rates",
     "random_books",
     "standard_books",
     "svi_surface",
@@ -214,6 +215,44 @@ def christoffersen(exceed: npt.ArrayLike, confidence: float) -> ChristoffersenTe
     return ChristoffersenTest(
         n, k, n00, n01, n10, n11, lr_pof, p_pof, lr_ind, p_ind, lr_cc, float(chi2.sf(lr_cc, 2))
     )
+
+
+def null_rejection_rates(
+    n: int, confidence: float, level: float = 0.05, sims: int = 20_000, seed: int = 0
+) -> dict[str, float]:
+    """Share of one book's ``n``-day sequences that the per-book tests reject at ``level``
+    when the margin is exactly right (i.i.d. exceedances with probability
+    ``p = 1 - confidence``): the expected share of rejected books under the null, whatever
+    the dependence between books.
+
+    At small ``n p`` the tests are far from their nominal size: at ``n = 86``, ``p = 1 %``
+    Kupiec rejects only 4 or more exceedances (``P = 1.1 %``), and no count of zero.
+
+    Returns
+    -------
+    dict
+        ``kupiec``: exact, ``sum over x of Binomial(n, p) pmf(x) 1[p_pof(x) < level]``;
+        ``kupiec_mc``, ``ind``, ``cc``: Monte Carlo over ``sims`` simulated sequences (seeded),
+        with ``kupiec_mc`` a check of the simulation against the exact value.
+    """
+    p = 1.0 - confidence
+    xs = np.arange(n + 1)
+    rejected = np.array([kupiec_pof(int(x), n, confidence)[1] < level for x in xs])
+    exact = float(binom.pmf(xs, n, p)[rejected].sum())
+    rng = np.random.default_rng(seed)
+    draws = rng.random((sims, n)) < p
+    counts: dict[tuple[int, ...], int] = {}
+    for row in draws:
+        key = (int(row.sum()), *transition_counts(row))
+        counts[key] = counts.get(key, 0) + 1
+    kup = ind = cc = 0
+    for (x, n00, n01, n10, n11), k in counts.items():
+        lr_pof, p_pof = kupiec_pof(x, n, confidence)
+        lr_ind, p_ind = christoffersen_ind(n00, n01, n10, n11)
+        kup += k * (p_pof < level)
+        ind += k * (p_ind < level)
+        cc += k * (float(chi2.sf(lr_pof + lr_ind, 2)) < level)
+    return {"kupiec": exact, "kupiec_mc": kup / sims, "ind": ind / sims, "cc": cc / sims}
 
 
 @dataclass(frozen=True)
