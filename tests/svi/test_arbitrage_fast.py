@@ -153,7 +153,7 @@ def _check_against_reference(surface: SmileSurface, local: list[tuple[float, flo
 def test_check_surface_svi_matches_reference() -> None:
     ts, ps = _smiles()
     surf = SviSurface.from_slices(ts, ps, [100.0] * 4)
-    # g on the compiled grid uses r (x^2 + sigma^2) for r^3: one rounding from pow(r, 3)
+    # the compiled grid computes g from the smiles' (w, w', w'') in its own order
     rep = _check_against_reference(surf, [(p.m, p.sigma) for p in ps], rtol=1e-12)
     assert rep.calendar_free  # the running envelope is calendar-free by construction
 

@@ -111,13 +111,15 @@ class SviRaw:
         """``(w, dw/dk, d2w/dk2)`` at log-moneyness ``k``, analytic.
 
         ``w' = b (rho + (k - m)/r)`` and ``w'' = b sigma**2 / r**3`` with
-        ``r = sqrt((k - m)**2 + sigma**2)``.
+        ``r = sqrt((k - m)**2 + sigma**2)``; ``r**3`` is computed as ``r r**2`` (correctly
+        rounded operations only, the same bits as the compiled surface kernels).
         """
         x = np.asarray(k, dtype=float) - self.m
-        r = np.sqrt(x * x + self.sigma**2)
+        r2 = x * x + self.sigma**2
+        r = np.sqrt(r2)
         w = self.a + self.b * (self.rho * x + r)
         w1 = self.b * (self.rho + x / r)
-        w2 = self.b * self.sigma**2 / r**3
+        w2 = self.b * self.sigma**2 / (r * r2)
         return w, w1, w2
 
     def g(self, k: npt.ArrayLike) -> FloatArray:
