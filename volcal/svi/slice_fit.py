@@ -23,12 +23,14 @@ Method
    iteration minimises the exact implied-vol objective in wing-slope coordinates
    ``z = (a, b (1 - rho), b (1 + rho), m, ln sigma)``, from the quasi-explicit optimum. With
    neighbours the smile is first fitted alone and the calendar constraints are added only
-   when that fit violates them. When the first polish ends poorly (objective above
-   ``RESTART_FACTOR`` times the quasi-explicit optimum plus ``RESTART_FLOOR``: it started
-   from a smile violating ``g >= 0`` and ended in a poor local minimum), the outer optima of
-   the next ``RESTARTS`` grid cells are polished too and the best feasible fit is kept. Only
-   if no feasible point is found does SciPy's SLSQP run on the same problem (fallback; it
-   did not run in the full real-data runs of ``docs/svi.md``).
+   when that fit violates them; when the quasi-explicit optimum itself crosses a ceiling,
+   the constrained polish runs first (its result is kept unless it ends poorly). When the
+   first polish ends poorly (objective above ``RESTART_FACTOR`` times the quasi-explicit
+   optimum plus ``RESTART_FLOOR``: it started from a smile violating ``g >= 0`` and ended in
+   a poor local minimum), the outer optima of the next ``RESTARTS`` grid cells are polished
+   too and the best feasible fit is kept. Only if no feasible point is found does SciPy's
+   SLSQP run on the same problem (fallback; it did not run in the full real-data runs of
+   ``docs/svi.md``).
 
 Objective (implied vol, decimal)::
 
@@ -543,6 +545,13 @@ def fit_svi_slice(
     cells = np.argsort(table, axis=None)
     x0, qe_fun, nit, nfev = outer(int(cells[0]))
     iterations = nit
+    # when the quasi-explicit optimum already crosses a calendar ceiling, the fit without
+    # the ceilings would cross it too (then it is polished again under them): polish under
+    # them at once, and keep that unless it ends poorly (the restart criterion below)
+    if prob.neighbours and not _feasible(prob, x0, check_g=False)[0]:
+        direct = _al_polish(prob, x0, iterations, nfev)
+        if direct is not None and direct.objective <= RESTART_FACTOR * qe_fun + RESTART_FLOOR:
+            return direct
     # first without the calendar constraints (the usual case: they do not bind)
     alone = prob.without_neighbours() if prob.neighbours else prob
     res = _al_polish(alone, x0, iterations, nfev)
