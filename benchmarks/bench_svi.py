@@ -17,8 +17,8 @@ the Numba kernels) of:
 * evaluating the fitted smiles at every quote with QuantLib's ``SviSmileSection`` and with
   ``SviRaw.implied_vol`` (vectorised NumPy).
 
-``--every N`` instead times the stages of the three fits on every N-th snapshot of both
-coins and prints the median / p95 / max over those chains.
+``--every N`` instead times the three fits (whole and by stage) and the naive peer on every
+N-th snapshot of both coins and prints the median / p95 / max over those chains.
 """
 
 from __future__ import annotations
@@ -159,15 +159,20 @@ def naive_svi(chain: Any) -> list[tuple[float, SviRaw]]:
 
 
 def sample(raw: pd.DataFrame, snaps: list[Any], every: int, repeat: int) -> None:
-    """Stage times of the three fits over every ``every``-th snapshot, BTC and ETH: median,
-    p95 and max over the chains of each stage's median CPU time (``repeat`` runs)."""
+    """Whole-fit and stage times of the three fits, and the naive least-squares peer, over
+    every ``every``-th snapshot, BTC and ETH: median, p95 and max over the chains of each
+    one's median CPU time (``repeat`` runs)."""
     times: dict[str, list[float]] = {}
     n = 0
     for cur in ("BTC", "ETH"):
         for snap in snaps[::every]:
             chain = volcal.load_snapshot(raw[raw["snapshot_file"] == snap], cur)
             n += 1
-            for model in ("svi", "ssvi", "essvi"):
+            dt, _ = timed(lambda chain=chain: naive_svi(chain), repeat)
+            times.setdefault("scipy least_squares raw SVI (naive peer)", []).append(dt)
+            for model, fit in (("svi", fit_svi), ("ssvi", fit_ssvi), ("essvi", fit_essvi)):
+                dt, _ = timed(lambda fit=fit, chain=chain: fit(chain), repeat)
+                times.setdefault(f"volcal.fit_{model} (whole fit)", []).append(dt)
                 for name, fn in stages(chain, model):
                     dt, _ = timed(fn, repeat)
                     times.setdefault(name, []).append(dt)
