@@ -415,6 +415,7 @@ def _print_dependence(res: BacktestResult, records: pd.DataFrame) -> None:
     ]
     cols_pool = ["n00", "n01", "n10", "n11", "pi01", "pi11", "p_ind_pooled"]
     cols_day = ["days", "exceedance_days", "day_mean_share", "day_se", "day_t", "day_p"]
+    cols_bb = ["bb_mu", "bb_rho", "bb_rho_null", "bb_lr", "bb_p"]
     for by in (("method",), ("currency", "method")):
         dep = sel.dependence_tests(by)
         print(f"\nPer-book tests (rejected at 5 %), by {' and '.join(by)}")
@@ -423,6 +424,8 @@ def _print_dependence(res: BacktestResult, records: pd.DataFrame) -> None:
         print(dep[[*by, *cols_pool]].to_string(index=False))
         print(f"\nDay-clustered coverage (H0: mean day share = 1 %), by {' and '.join(by)}")
         print(dep[[*by, *cols_day]].to_string(index=False))
+        print(f"\nBeta-binomial day effect, profile LR of mu = 1 %, by {' and '.join(by)}")
+        print(dep[[*by, *cols_bb]].to_string(index=False))
 
 
 def _figure(records: pd.DataFrame) -> None:

@@ -3,7 +3,8 @@ conditional-coverage tests per book, Kupiec per book, and the day-clustered cove
 
 References are independent of the implementation: transition counts and likelihood ratios
 written out by hand, chi-square p-values from ``scipy.stats.chi2``, the day-clustered test
-against ``scipy.stats.ttest_1samp`` of the day shares.
+against ``scipy.stats.ttest_1samp`` of the day shares, the beta-binomial test against
+``scipy.stats.betabinom`` on a grid and its closed-form limits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from scipy import stats
 
 from volcal.risk.backtest import (
     BacktestResult,
+    betabinomial_coverage,
     christoffersen,
     christoffersen_ind,
     day_clustered_coverage,
@@ -194,6 +196,11 @@ def test_dependence_tests_of_records() -> None:
     ref = stats.ttest_1samp(shares, 0.01)
     assert r["day_mean_share"] == pytest.approx(shares.mean())
     assert r["day_p"] == pytest.approx(ref.pvalue, rel=1e-10)
+    k = np.rint(shares * 3).astype(int)  # exceedances per day of 3 books
+    bb = betabinomial_coverage(
+        np.repeat(np.arange(12), 3), [i < k[d] for d in range(12) for i in range(3)], 0.99
+    )
+    assert (r["bb_lr"], r["bb_p"]) == pytest.approx((bb.lr, bb.p_value), rel=1e-9)
     by_cur = res.dependence_tests(("currency", "method")).set_index("currency")
     assert by_cur.loc["BTC", "books"] == 2 and by_cur.loc["ETH", "books"] == 1
     assert by_cur.loc["ETH", "exceedance_days"] == 0 and math.isnan(by_cur.loc["ETH", "day_p"])
@@ -215,3 +222,58 @@ def test_null_rejection_rates_of_per_book_tests() -> None:
         stats.binom.cdf(4, 1000, 0.01) + stats.binom.sf(16, 1000, 0.01), rel=1e-12
     )
     assert 0.02 < r2["kupiec"] < 0.08
+
+
+def _bb_loglik(counts: np.ndarray, books: int, mu: float, rho: float) -> float:
+    """Beta-binomial log-likelihood by scipy (binomial at rho = 0)."""
+    if rho == 0:
+        return float(stats.binom.logpmf(counts, books, mu).sum())
+    s = (1 - rho) / rho
+    return float(stats.betabinom.logpmf(counts, books, mu * s, (1 - mu) * s).sum())
+
+
+def test_betabinomial_coverage_limits() -> None:
+    # no exceedance on any of 86 days: the null's best day effect is rho -> 1 (a day is all
+    # or nothing), LR -> -2 D ln(1 - p), Kupiec's ratio of 86 independent days
+    day, exceed = _shares(86, 108, {})
+    r = betabinomial_coverage(day, exceed, 0.99)
+    assert r.mu == 0.0 and r.rho_null > 0.999
+    assert r.lr == pytest.approx(-172 * math.log(0.99), rel=1e-4)
+    assert r.p_value > 0.05
+    # exactly one exceedance of 10 books every day (no overdispersion): rho = 0 under both
+    # hypotheses and the test is the pooled Kupiec test, closed form
+    day, exceed = _shares(86, 10, dict.fromkeys(range(86), 1))
+    r = betabinomial_coverage(day, exceed, 0.99)
+    assert r.rho == 0.0 and r.rho_null == 0.0
+    assert r.mu == pytest.approx(0.1, rel=1e-6)
+    lr = -2 * (
+        774 * math.log(0.99) + 86 * math.log(0.01) - 774 * math.log(0.9) - 86 * math.log(0.1)
+    )
+    assert r.lr == pytest.approx(lr, rel=1e-9)
+    assert r.p_value == pytest.approx(stats.chi2.sf(lr, 1), rel=1e-6)
+
+
+def test_betabinomial_coverage_against_grid_and_clustering() -> None:
+    # 48 days of 20 books; a few bad days with partial exceedances
+    counts = np.r_[np.zeros(40, dtype=int), [3, 5, 0, 8, 1, 0, 10, 2]]
+    hits = {d: int(k) for d, k in enumerate(counts) if k}
+    day, exceed = _shares(48, 20, hits)
+    r = betabinomial_coverage(day, exceed, 0.99)
+    # the reported LR is the log-likelihood (scipy) at the reported estimates
+    lr = 2 * (_bb_loglik(counts, 20, r.mu, r.rho) - _bb_loglik(counts, 20, 0.01, r.rho_null))
+    assert r.lr == pytest.approx(lr, rel=1e-10)
+    # and the estimates are at least as good as a dense grid's
+    mus = stats.logistic.cdf(np.linspace(-8, 0, 161))
+    rhos = np.r_[0.0, stats.logistic.cdf(np.linspace(-12, 12, 241))]
+    null = max(_bb_loglik(counts, 20, 0.01, q) for q in rhos)
+    full = max(_bb_loglik(counts, 20, m, q) for m in mus[::4] for q in rhos[::4])
+    assert _bb_loglik(counts, 20, 0.01, r.rho_null) >= null - 1e-9
+    assert _bb_loglik(counts, 20, r.mu, r.rho) >= full - 1e-9
+    assert r.lr == pytest.approx(2 * (full - null), abs=0.05)
+    assert r.p_value == pytest.approx(stats.chi2.sf(r.lr, 1), rel=1e-12)
+    # all books on three days of 100 (3 %): the pooled Kupiec test rejects, the day effect
+    # explains it; 3 % spread one book a day over 30 days: rejected
+    day, exceed = _shares(100, 10, {0: 10, 1: 10, 2: 10})
+    assert betabinomial_coverage(day, exceed, 0.99).p_value > 0.05
+    day, exceed = _shares(100, 10, dict.fromkeys(range(30), 1))
+    assert betabinomial_coverage(day, exceed, 0.99).p_value < 0.001
