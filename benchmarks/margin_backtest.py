@@ -20,6 +20,9 @@ records (CSV) and the figure ``docs/figures/margin_vs_loss.png`` (short straddle
 ``report``: reprints the tables from the CSVs of ``--out``, with the tests beyond the pooled
 Kupiec (:meth:`~volcal.risk.backtest.BacktestResult.dependence_tests`): Kupiec and
 Christoffersen per book, pooled transition counts, the day-clustered coverage test.
+
+``size``: how often the day-level coverage tests reject a correct 1 % margin when the books
+of a day are dependent (beta-binomial, within-day correlation 0.10 and 0.27).
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ from volcal.risk.backtest import (
     apply_confidence_scale,
     apply_fhs_scale,
     backtest_margin,
+    betabinomial_coverage,
+    day_clustered_coverage,
     kupiec_pof,
     null_rejection_rates,
     random_books,
@@ -428,6 +433,34 @@ def _print_dependence(res: BacktestResult, records: pd.DataFrame) -> None:
         print(dep[[*by, *cols_bb]].to_string(index=False))
 
 
+def dependence_size(n_t: int = 20_000, n_bb: int = 400, days: int = 86, books: int = 108) -> None:
+    """Size of the day-level coverage tests at 5 % under a beta-binomial null (1 %
+    exceedances, within-day correlation ``rho``, ``books`` books a day, ``days`` days): the
+    day-clustered t-test (``n_t`` samples) and the beta-binomial likelihood-ratio test
+    (``n_bb`` samples, slower)."""
+    from scipy import stats
+
+    day = np.repeat(np.arange(days), books)
+    for rho in (0.1, 0.27):
+        s = (1 - rho) / rho
+        rng = np.random.default_rng(7)
+        rej_t = rej_low = rej_bb = 0
+        for i in range(n_t):
+            x = stats.betabinom.rvs(books, 0.01 * s, 0.99 * s, size=days, random_state=rng)
+            ex = (np.arange(books)[None, :] < x[:, None]).ravel()
+            dc = day_clustered_coverage(day, ex, 0.99)
+            rej_t += bool(dc.p_value < 0.05)
+            rej_low += bool(dc.p_value < 0.05 and dc.t_stat < 0)
+            if i < n_bb:
+                rej_bb += betabinomial_coverage(day, ex, 0.99).p_value < 0.05
+        print(
+            f"rho = {rho}: day-clustered t rejects {rej_t / n_t:.3f} (as too few: "
+            f"{rej_low / n_t:.3f}) of {n_t}; beta-binomial LR rejects {rej_bb / n_bb:.3f} "
+            f"of {n_bb}",
+            flush=True,
+        )
+
+
 def _figure(records: pd.DataFrame) -> None:
     import matplotlib
 
@@ -465,7 +498,7 @@ def _figure(records: pd.DataFrame) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["speed", "backtest", "report"])
+    ap.add_argument("what", choices=["speed", "backtest", "report", "size"])
     ap.add_argument("--currency", nargs="+", default=["BTC", "ETH"])
     ap.add_argument("--random", type=int, default=100)
     ap.add_argument("--calibration-random", type=int, default=20)
@@ -480,6 +513,8 @@ def main() -> None:
         speed()
     elif a.what == "report":
         report(a.out)
+    elif a.what == "size":
+        dependence_size()
     else:
         backtest(
             a.currency,
