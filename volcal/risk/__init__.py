@@ -8,6 +8,9 @@ from volcal.risk.backtest import (
     BacktestResult,
     apply_confidence_scale,
     backtest_margin,
+    betabinomial_coverage,
+    christoffersen,
+    day_clustered_coverage,
     kupiec_pof,
 )
 from volcal.risk.dynamics import SmileDynamics
@@ -75,8 +78,11 @@ __all__ = [
     "VolShock",
     "apply_confidence_scale",
     "backtest_margin",
+    "betabinomial_coverage",
     "calibrate_margin_params",
+    "christoffersen",
     "confidence_scale",
+    "day_clustered_coverage",
     "deribit_pm_params",
     "fhs_confidence_scale",
     "fit_hull_white_delta",

@@ -288,6 +288,18 @@ class ClusteredCoverage:
     p_value: float
 
 
+def _day_counts(
+    day: npt.ArrayLike, exceed: npt.ArrayLike
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Per day (sorted labels): the number of book-days exceeding and of book-days."""
+    d = np.asarray(day).ravel()
+    e = np.asarray(exceed, dtype=bool).ravel()
+    if d.size != e.size or e.size == 0:
+        raise ValueError("day and exceed must be non-empty and of the same length")
+    _, inv = np.unique(d, return_inverse=True)
+    return np.bincount(inv, weights=e).astype(np.int64), np.bincount(inv).astype(np.int64)
+
+
 def day_clustered_coverage(
     day: npt.ArrayLike, exceed: npt.ArrayLike, confidence: float
 ) -> ClusteredCoverage:
@@ -327,14 +339,9 @@ def day_clustered_coverage(
     19 % (0.27) of samples at a nominal 5 % (``benchmarks/margin_backtest.py size``). Read it
     together with the number of exceedance days and :func:`betabinomial_coverage`.
     """
-    d = np.asarray(day).ravel()
-    x = np.asarray(exceed, dtype=float).ravel()
-    if d.size != x.size or x.size == 0:
-        raise ValueError("day and exceed must be non-empty and of the same length")
-    labels, inv = np.unique(d, return_inverse=True)
-    counts = np.bincount(inv).astype(float)
-    shares = np.bincount(inv, weights=x) / counts
-    days = int(labels.size)
+    x_day, b_day = _day_counts(day, exceed)
+    shares = x_day / b_day
+    days = int(x_day.size)
     mean = float(shares.mean())
     p = 1.0 - confidence
     se = float(shares.std(ddof=1) / np.sqrt(days)) if days > 1 else 0.0
@@ -433,13 +440,7 @@ def betabinomial_coverage(
     level with care. Williams, "The analysis of binary responses from toxicological
     experiments involving reproduction and teratogenicity", Biometrics 31 (1975).
     """
-    d = np.asarray(day).ravel()
-    e = np.asarray(exceed, dtype=bool).ravel()
-    if d.size != e.size or e.size == 0:
-        raise ValueError("day and exceed must be non-empty and of the same length")
-    _, inv = np.unique(d, return_inverse=True)
-    x_day = np.bincount(inv, weights=e.astype(float)).astype(np.int64)
-    b_day = np.bincount(inv).astype(np.int64)
+    x_day, b_day = _day_counts(day, exceed)
     pairs, w = np.unique(np.stack([x_day, b_day], axis=1), axis=0, return_counts=True)
     x, b, wt = pairs[:, 0], pairs[:, 1], w.astype(float)
     p = 1.0 - confidence
