@@ -546,12 +546,15 @@ def fit_svi_slice(
     x0, qe_fun, nit, nfev = outer(int(cells[0]))
     iterations = nit
     # when the quasi-explicit optimum already crosses a calendar ceiling, the fit without
-    # the ceilings would cross it too (then it is polished again under them): polish under
-    # them at once, and keep that unless it ends poorly (the restart criterion below)
+    # the ceilings usually crosses it too and is then polished a second time under them:
+    # polish under them at once, and keep that unless it ends poorly (the restart criterion
+    # below; then the path below runs, its counts continuing from this attempt's)
     if prob.neighbours and not _feasible(prob, x0, check_g=False)[0]:
         direct = _al_polish(prob, x0, iterations, nfev)
-        if direct is not None and direct.objective <= RESTART_FACTOR * qe_fun + RESTART_FLOOR:
-            return direct
+        if direct is not None:
+            if direct.objective <= RESTART_FACTOR * qe_fun + RESTART_FLOOR:
+                return direct
+            iterations, nfev = direct.iterations, direct.nfev
     # first without the calendar constraints (the usual case: they do not bind)
     alone = prob.without_neighbours() if prob.neighbours else prob
     res = _al_polish(alone, x0, iterations, nfev)
